@@ -1,0 +1,62 @@
+"""The ``symscale`` command line. It only maps arguments onto the library; each area registers its own
+sub-commands (``data``, ``train``/``eval``/``md``, ``fit``/``report``, ``demo``).
+
+Errors raised as :class:`symscale.errors.SymscaleError` (bad files, missing keys, impossible configs) are
+printed as one line on stderr with exit status 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import SymscaleError
+
+# (module, description) of each area's CLI; each module defines ``register(subparsers)``.
+_AREAS = [
+    "symscale.data.cli",
+    "symscale.train.cli",
+    "symscale.laws.cli",
+    "symscale.demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="symscale", description=(
+        "Scaling-law laboratory for neural force fields: prepare data, train the symmetry staircase, "
+        "fit L(N, D, C) laws."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _AREAS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # an area not built yet must not break the others
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except SymscaleError as exc:
+        print(f"symscale: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

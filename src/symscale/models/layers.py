@@ -1,0 +1,177 @@
+"""Shared layers of every architecture, and the :class:`ForceFieldModel` base class.
+
+Every model of the staircase is a :class:`ForceFieldModel`: it implements :meth:`ForceFieldModel.compute`,
+which maps a batch to *normalised* per-atom energies (and, for direct-force models, normalised per-atom
+force vectors). The base class adds what is common and easy to get wrong:
+
+* de-normalisation: ``E = sum_i (E0[Z_i] + energy_scale * e_i)``, ``F = force_scale * f`` (eV, eV/Å);
+* isolated-atom consistency: the normalised output of an atom with no neighbours is subtracted, so an
+  isolated atom has exactly its reference energy ``E0[Z]`` and zero force;
+* the two force modes: ``"direct"`` (a force head, the study's choice) or ``"conservative"`` (-dE/dpos).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..data.batch import Batch
+
+N_ELEMENTS = 119  # atomic numbers 0..118
+
+
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    """Sum rows of ``src`` into ``dim_size`` bins given by ``index`` (along dim 0)."""
+    out = src.new_zeros((dim_size,) + tuple(src.shape[1:]))
+    return out.index_add_(0, index, src)
+
+
+class PolynomialEnvelope(nn.Module):
+    """Smooth cutoff ``u(d)`` of DimeNet (Gasteiger et al. 2020): 1 at d=0, 0 with ``p`` vanishing
+    derivatives at ``d = cutoff``, and exactly 0 beyond."""
+
+    def __init__(self, cutoff: float, p: int = 6):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.p = int(p)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        x = d / self.cutoff
+        u = (1.0 - 0.5 * (p + 1) * (p + 2) * x**p + p * (p + 2) * x ** (p + 1)
+             - 0.5 * p * (p + 1) * x ** (p + 2))
+        return torch.where(x < 1.0, u, torch.zeros_like(u))
+
+
+class BesselBasis(nn.Module):
+    """Radial basis ``sqrt(2/c) sin(n pi d / c) / d`` (n = 1..num_basis) times a smooth envelope.
+
+    Output ``(E, num_basis)``; every component goes to zero smoothly at the cutoff ``c``.
+    """
+
+    def __init__(self, cutoff: float, num_basis: int = 8, envelope_p: int = 6):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.register_buffer("freq", torch.arange(1, num_basis + 1) * math.pi / self.cutoff)
+        self.envelope = PolynomialEnvelope(cutoff, envelope_p)
+        self.num_basis = num_basis
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        d = d.unsqueeze(-1)
+        safe = torch.clamp(d, min=1e-9)
+        b = math.sqrt(2.0 / self.cutoff) * torch.sin(self.freq.to(d.dtype) * safe) / safe
+        return b * self.envelope(d)
+
+
+class MLP(nn.Sequential):
+    """``Linear -> act -> ... -> Linear`` with SiLU activations (none after the last layer)."""
+
+    def __init__(self, dims: list[int], bias: bool = True, last_bias: bool = True):
+        layers: list[nn.Module] = []
+        for k in range(len(dims) - 1):
+            last = k == len(dims) - 2
+            layers.append(nn.Linear(dims[k], dims[k + 1], bias=last_bias if last else bias))
+            if not last:
+                layers.append(nn.SiLU())
+        super().__init__(*layers)
+
+
+class ElementEmbedding(nn.Embedding):
+    """Learned embedding of the atomic number, ``(n,) -> (n, width)``."""
+
+    def __init__(self, width: int):
+        super().__init__(N_ELEMENTS, width)
+        nn.init.normal_(self.weight, std=1.0)
+
+
+def _isolated_batch(numbers: torch.Tensor, like: torch.Tensor) -> Batch:
+    """One isolated atom per entry of ``numbers`` (each its own structure, no edges)."""
+    n = numbers.shape[0]
+    idx = torch.arange(n, device=numbers.device)
+    return Batch(pos=like.new_zeros((n, 3)), numbers=numbers, batch=idx,
+                 edge_index=torch.zeros((2, 0), dtype=torch.long, device=numbers.device),
+                 edge_shift=like.new_zeros((0, 3)), n_atoms=torch.ones_like(idx))
+
+
+class ForceFieldModel(nn.Module):
+    """Base class: normalisation, isolated-atom reference, direct or conservative forces.
+
+    Subclasses set ``self.width`` and implement :meth:`compute`.
+
+    Args:
+        forces: ``"direct"`` (a force head; subclasses return normalised forces) or ``"conservative"``
+            (forces are ``-dE/dpos`` by autograd; the force head, if any, is unused).
+        cutoff: neighbour cutoff radius in Å the model was designed for.
+    """
+
+    force_modes = ("direct", "conservative")
+
+    def __init__(self, forces: str = "direct", cutoff: float = 5.0):
+        super().__init__()
+        if forces not in self.force_modes:
+            raise ValueError(f"forces must be one of {self.force_modes}, got {forces!r}")
+        self.force_mode = forces
+        self.cutoff = float(cutoff)
+        self.register_buffer("e0", torch.zeros(N_ELEMENTS))
+        self.register_buffer("energy_scale", torch.tensor(1.0))
+        self.register_buffer("force_scale", torch.tensor(1.0))
+
+    # --------------------------------------------------------------------------- normalisation
+    def set_normalization(self, e0: Mapping[int, float] | torch.Tensor | None = None,
+                          energy_scale: float | None = None, force_scale: float | None = None) -> None:
+        """Set per-element reference energies (eV) and the energy (eV/atom) and force (eV/Å) scales."""
+        if e0 is not None:
+            if isinstance(e0, Mapping):
+                table = torch.zeros(N_ELEMENTS, dtype=self.e0.dtype)
+                for z, v in e0.items():
+                    table[int(z)] = float(v)
+                e0 = table
+            self.e0.copy_(torch.as_tensor(e0, dtype=self.e0.dtype))
+        if energy_scale is not None:
+            self.energy_scale.fill_(float(energy_scale))
+        if force_scale is not None:
+            self.force_scale.fill_(float(force_scale))
+
+    # --------------------------------------------------------------------------- subclass API
+    def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised per-atom energies ``(n,)`` and, in direct mode, normalised forces ``(n, 3)``.
+
+        Must use ``pos`` (not ``batch.pos``) for every geometric quantity, e.g. ``batch.edge_vectors(pos)``,
+        so that conservative forces can differentiate through it.
+        """
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------- forward
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        conservative = self.force_mode == "conservative"
+        with torch.enable_grad() if conservative else _null():
+            pos = batch.pos
+            if conservative and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            node_e, node_f = self.compute(batch, pos)
+            uniq, inv = torch.unique(batch.numbers, return_inverse=True)
+            iso_e, iso_f = self.compute(_isolated_batch(uniq, pos), pos.new_zeros((uniq.shape[0], 3)))
+            node_e = node_e - iso_e[inv]
+            atom_energy = self.e0.to(pos.dtype)[batch.numbers] + self.energy_scale.to(pos.dtype) * node_e
+            energy = scatter_sum(atom_energy, batch.batch, batch.n_structures)
+            if conservative:
+                (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
+                forces = -grad
+            else:
+                if node_f is None:
+                    raise RuntimeError(f"{type(self).__name__} returned no forces in direct mode")
+                if iso_f is not None:
+                    node_f = node_f - iso_f[inv]
+                forces = self.force_scale.to(pos.dtype) * node_f
+        return {"energy": energy, "forces": forces, "atom_energy": atom_energy}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
