@@ -1,0 +1,125 @@
+"""Atomic, weights-only checkpoints of a training run, and :func:`load_model` for everything downstream.
+
+A checkpoint is one ``torch.save`` file (``checkpoint.pt`` in the run directory) holding only tensors,
+numbers, strings, lists and dicts, so that it loads with ``torch.load(..., weights_only=True)``:
+
+* ``format``: the checkpoint format version (``1``);
+* ``model``: ``{"family", "width", "options", "frame_averaging"}`` -- enough to rebuild the architecture
+  with :func:`symscale.models.build`;
+* ``model_state``: the model's ``state_dict`` (the *evaluation* weights: with schedule-free AdamW these
+  are the averaged ``x`` sequence, the optimiser being switched to eval mode before saving), including
+  the normalisation buffers ``e0`` / ``energy_scale`` / ``force_scale``;
+* ``optimizer``, ``loader``, ``rng``, ``counters``, ``config``: what :func:`symscale.train.run` needs
+  to resume (absent or empty in a model-only checkpoint).
+
+Writes go to a temporary file in the same directory, are flushed to disk and then renamed over the
+target with :func:`os.replace`, so a reader never sees a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def checkpoint_path(run_dir_or_checkpoint: str | os.PathLike) -> Path:
+    """The checkpoint file of a run directory, or the path itself when it is a file."""
+    p = Path(run_dir_or_checkpoint)
+    return p / CHECKPOINT_NAME if p.is_dir() else p
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Atomically write ``payload`` (plus ``format``) to ``path``; return the path.
+
+    The payload must contain only weights-only-loadable objects (tensors, numbers, strings, bools,
+    ``None``, lists, tuples and dicts of these).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": FORMAT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    ) -> dict[str, Any]:
+    """Load a checkpoint (file or run directory) with ``weights_only=True``.
+
+    Raises:
+        DataError: the file is missing, unreadable, or not a symscale checkpoint.
+    """
+    path = checkpoint_path(run_dir_or_checkpoint)
+    if not path.is_file():
+        raise DataError(f"{path}: no checkpoint found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupted or foreign file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable checkpoint ({msg})") from None
+    if not isinstance(data, dict) or "model" not in data or "model_state" not in data:
+        raise DataError(f"{path}: not a symscale checkpoint (missing 'model' / 'model_state')")
+    if int(data.get("format", 0)) > FORMAT_VERSION:
+        raise DataError(f"{path}: checkpoint format {data.get('format')} is newer than this symscale "
+                        f"({FORMAT_VERSION})")
+    return data
+
+
+def model_spec(family: str, width: int, options: dict[str, Any] | None = None,
+               frame_averaging: bool = False) -> dict[str, Any]:
+    """The ``model`` entry of a checkpoint: how to rebuild the architecture."""
+    return {"family": str(family), "width": int(width), "options": dict(options or {}),
+            "frame_averaging": bool(frame_averaging)}
+
+
+def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
+    """Build the (untrained) model described by a checkpoint's ``model`` entry (no frame averaging)."""
+    from ..models import build
+
+    return build(spec["family"], int(spec["width"]), **dict(spec.get("options") or {}))
+
+
+def load_model(run_dir_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu",
+               frame_averaging: bool | None = None) -> torch.nn.Module:
+    """Rebuild a trained model from a run directory or checkpoint file, in eval mode on ``device``.
+
+    The returned module is the :class:`~symscale.models.layers.ForceFieldModel` with its evaluation
+    weights and normalisation. When the run trained with frame averaging (or ``frame_averaging=True``)
+    it is wrapped in :class:`symscale.train.symmetry.FrameAveraging`, so it predicts exactly what the
+    run evaluated; pass ``frame_averaging=False`` to get the bare model.
+    """
+    ckpt = load_checkpoint(run_dir_or_checkpoint, map_location="cpu")
+    spec = ckpt["model"]
+    model = build_from_spec(spec)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as exc:
+        raise DataError(f"{checkpoint_path(run_dir_or_checkpoint)}: weights do not match model "
+                        f"{spec['family']!r} width {spec['width']} ({str(exc).splitlines()[0]})") from None
+    wrap = bool(spec.get("frame_averaging", False)) if frame_averaging is None else bool(frame_averaging)
+    if wrap:
+        from .symmetry import FrameAveraging
+
+        model = FrameAveraging(model)
+    dtype = ckpt.get("dtype")
+    if dtype in ("float64",):
+        model = model.to(torch.float64)
+    return model.to(device).eval()
