@@ -1,0 +1,109 @@
+"""SymscaleCalculator: same numbers as the model, molecules and periodic cells, usable in ASE MD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.build import bulk, molecule
+from ase.md.verlet import VelocityVerlet
+
+from symscale.calculator import SymscaleCalculator
+from symscale.data.batch import Batch
+from symscale.errors import DataError
+from symscale.models.layers import BesselBasis, ElementEmbedding, ForceFieldModel, MLP, scatter_sum
+
+CUTOFF = 4.0
+
+
+class PairModel(ForceFieldModel):
+    """Learned element-pair potential; conservative by default, or with a (non-symmetric) direct head."""
+
+    def __init__(self, width: int = 8, forces: str = "conservative"):
+        super().__init__(forces=forces, cutoff=CUTOFF)
+        self.width = width
+        self.embed = ElementEmbedding(width)
+        self.rbf = BesselBasis(CUTOFF, 6)
+        self.mlp = MLP([2 * width + 6, width, 1])
+        self.head = MLP([3 + width, 3])
+
+    def compute(self, batch, pos):
+        vec = batch.edge_vectors(pos)
+        d = torch.linalg.vector_norm(vec, dim=-1)
+        i, j = batch.edge_index
+        z = self.embed(batch.numbers)
+        e = self.mlp(torch.cat([z[i] + z[j], z[i] * z[j], self.rbf(d)], -1)).squeeze(-1)
+        e = e * self.rbf.envelope(d)
+        f = scatter_sum(self.head(torch.cat([vec, z[j]], -1)) * self.rbf.envelope(d).unsqueeze(-1), i,
+                        pos.shape[0])
+        return scatter_sum(e, i, pos.shape[0]), f
+
+
+def make(forces="conservative", seed=0):
+    torch.manual_seed(seed)
+    m = PairModel(forces=forces)
+    m.set_normalization({1: -13.6, 6: -1030.0, 8: -2040.0, 14: -100.0}, 0.05, 1.0)
+    return m
+
+
+def distorted(name="CH3CH2OH", seed=0):
+    a = molecule(name)
+    a.rattle(0.05, seed=seed)
+    return a
+
+
+@pytest.mark.parametrize("forces", ["conservative", "direct"])
+def test_calculator_matches_model_on_molecule(forces):
+    model = make(forces)
+    atoms = distorted()
+    atoms.calc = SymscaleCalculator(model)
+    ref = model.double()(Batch.from_atoms([atoms], cutoff=CUTOFF, dtype=torch.float64))
+    assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"][0].detach()), abs=1e-10)
+    assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
+    np.testing.assert_allclose(atoms.get_forces(), ref["forces"].detach().numpy(), atol=1e-10)
+    assert atoms.calc.force_mode == forces
+
+
+def test_calculator_periodic_forces_are_energy_gradient():
+    model = make("conservative")
+    a = bulk("Si", "diamond", a=5.43)
+    a.rattle(0.05, seed=1)
+    a.calc = SymscaleCalculator(model)
+    f = a.get_forces()
+    assert np.abs(f).max() > 1e-4
+    # central finite differences of the periodic energy (images through the cell included)
+    h = 1e-5
+    for atom, comp in [(0, 0), (1, 2)]:
+        plus, minus = a.copy(), a.copy()
+        plus.positions[atom, comp] += h
+        minus.positions[atom, comp] -= h
+        plus.calc = minus.calc = a.calc
+        fd = -(plus.get_potential_energy() - minus.get_potential_energy()) / (2 * h)
+        assert fd == pytest.approx(f[atom, comp], abs=1e-6)
+    # periodic images matter: the same atoms without pbc give a different energy
+    iso = a.copy()
+    iso.pbc = False
+    iso.calc = a.calc
+    assert abs(iso.get_potential_energy() - a.get_potential_energy()) > 1e-3
+
+
+def test_calculator_in_ase_md_conserves_energy():
+    atoms = distorted("H2O", seed=2)
+    atoms.calc = SymscaleCalculator(make("conservative"))
+    atoms.set_momenta(np.random.default_rng(0).normal(scale=0.05, size=(len(atoms), 3)))
+    e0 = atoms.get_total_energy()
+    VelocityVerlet(atoms, timestep=0.1 * units.fs).run(20)
+    assert abs(atoms.get_total_energy() - e0) < 1e-3
+    assert not np.allclose(atoms.positions, distorted("H2O", seed=2).positions)
+
+
+def test_calculator_does_not_modify_callers_model():
+    model = make()
+    SymscaleCalculator(model)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_calculator_bad_path_is_data_error(tmp_path):
+    with pytest.raises(DataError, match="no checkpoint"):
+        SymscaleCalculator(tmp_path / "nope")
