@@ -1,0 +1,114 @@
+"""MC-EGNN: an E(n)-equivariant GNN with several Cartesian vector channels per atom.
+
+After Levy et al. 2023, "Using Multiple Vector Channels Improves E(n)-Equivariant Graph Neural Networks":
+each atom carries ``width`` scalar features ``h_i`` and ``C`` vector channels ``V_i`` (``(C, 3)``), with
+``C = max(2, width // 8)`` unless ``vector_channels`` is given. Symmetry: E(3) (rotations, reflections,
+translations); tensor order l = 1. Vector channels are relative quantities (built from edge vectors),
+so translations act trivially, and all nonlinearities act on invariants only.
+
+Layer (``r_ij`` the edge vector, ``c`` the cutoff, ``u(d)`` the smooth envelope, ``x = r_ij / c``)::
+
+    s_ij  = [bessel(d_ij), V_i . x, V_j . x, <V_i, V_j>]              invariants, (E, num_basis + 3C)
+    m_ij  = u(d_ij) silu(M silu(A h_i + B h_j + S s_ij))              edge message MLP, (E, width)
+    h_i  <- h_i + MLP([h_i, sum_j m_ij / avg, |V_i|^2])               residual scalar update
+    V_i  <- V_i + sum_j (a(m_ij) x + b(m_ij) * V_j) / avg             a, b: linear maps to C weights
+    V_i  <- V_i + Q V_i                                               channel mixing (C x C)
+
+The second message layer ``M`` and the vector weights ``a, b`` act per edge (as in EGNN's edge MLP), so
+FLOPs per parameter per atom grow with the neighbour count (the study measures κ = 28.09).
+
+Heads: energy ``MLP([h_i, |V_i|^2]) -> 1``; forces (direct mode) ``F_i = sum_c w_c V_i^c`` with learned
+``w`` (equivariant and translation invariant). ``width`` = scalar feature size; the number of vector
+channels follows it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.functional import silu
+
+from ..data.batch import Batch
+from .layers import MLP, BesselBasis, ElementEmbedding, ForceFieldModel, scatter_sum
+
+OPTIONS = {
+    "forces": ("direct", "force mode: 'direct' (linear combination of vector channels) or 'conservative'"),
+    "cutoff": (5.0, "neighbour cutoff radius in Å"),
+    "num_layers": (4, "message-passing layers (fixed depth; width is the scaling knob)"),
+    "num_basis": (8, "Bessel radial basis functions"),
+    "vector_channels": (None, "Cartesian vector channels C; None = max(2, width // 8)"),
+    "avg_neighbors": (16.0, "constant that divides each aggregated message sum"),
+}
+
+
+def default_vector_channels(width: int) -> int:
+    """``C = max(2, width // 8)``: vector channels grow with the width knob."""
+    return max(2, int(width) // 8)
+
+
+class MCEGNNLayer(nn.Module):
+    """One multi-channel EGNN layer (scalar and vector updates, see the module docstring)."""
+
+    def __init__(self, width: int, channels: int, num_basis: int, avg_neighbors: float):
+        super().__init__()
+        self.channels = channels
+        self.src = nn.Linear(width, width)
+        self.dst = nn.Linear(width, width, bias=False)
+        self.inv = nn.Linear(num_basis + 3 * channels, width, bias=False)
+        self.msg = nn.Linear(width, width)
+        self.update = MLP([2 * width + channels, width, width])
+        self.vec_weights = nn.Linear(width, 2 * channels, bias=False)  # no bias: m carries u(d)
+        self.mix = nn.Linear(channels, channels, bias=False)
+        self.inv_avg = 1.0 / float(avg_neighbors)
+
+    def forward(self, h: torch.Tensor, v: torch.Tensor, x: torch.Tensor, rbf: torch.Tensor,
+                env: torch.Tensor, i: torch.Tensor, j: torch.Tensor):
+        n, c = h.shape[0], self.channels
+        vi, vj = v[i], v[j]                                            # (E, C, 3)
+        x3 = x.unsqueeze(1)                                            # (E, 1, 3)
+        s = torch.cat([rbf, (vi * x3).sum(-1), (vj * x3).sum(-1), (vi * vj).sum(-1)], dim=-1)
+        m = silu(self.msg(silu(self.src(h)[i] + self.dst(h)[j] + self.inv(s)))) * env
+        norms = (v * v).sum(-1)                                        # (n, C) invariants
+        h = h + self.update(torch.cat([h, scatter_sum(m, i, n) * self.inv_avg, norms], dim=-1))
+        w = self.vec_weights(m)                                        # (E, 2C); m carries u(d)
+        dv = w[:, :c, None] * x3 + w[:, c:, None] * vj                 # (E, C, 3)
+        v = v + scatter_sum(dv, i, n) * self.inv_avg
+        v = v + self.mix(v.transpose(1, 2)).transpose(1, 2)
+        return h, v
+
+
+class MCEGNN(ForceFieldModel):
+    """Multi-channel E(3)-equivariant GNN; ``width`` = scalar features, ``C`` vector channels."""
+
+    def __init__(self, width: int, forces: str = "direct", cutoff: float = 5.0, num_layers: int = 4,
+                 num_basis: int = 8, vector_channels: int | None = None, avg_neighbors: float = 16.0):
+        super().__init__(forces=forces, cutoff=cutoff)
+        channels = default_vector_channels(width) if vector_channels is None else int(vector_channels)
+        if num_layers < 1 or num_basis < 1 or channels < 1 or avg_neighbors <= 0:
+            raise ValueError(f"num_layers, num_basis, vector_channels and avg_neighbors must be positive, "
+                             f"got {num_layers}, {num_basis}, {channels}, {avg_neighbors}")
+        self.width = int(width)
+        self.channels = channels
+        self.embedding = ElementEmbedding(self.width)
+        self.basis = BesselBasis(cutoff, num_basis)
+        self.layers = nn.ModuleList(MCEGNNLayer(self.width, channels, num_basis, avg_neighbors)
+                                    for _ in range(num_layers))
+        self.energy_head = MLP([self.width + channels, self.width, 1], last_bias=False)
+        self.force_head = nn.Linear(channels, 1, bias=False) if forces == "direct" else None
+
+    def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        i, j = batch.edge_index
+        vec = batch.edge_vectors(pos)
+        d = torch.linalg.vector_norm(vec, dim=-1)
+        x = vec / self.cutoff
+        rbf = self.basis(d)
+        env = self.basis.envelope(d).unsqueeze(-1)
+        h = self.embedding(batch.numbers).to(pos.dtype)
+        v = pos.new_zeros((pos.shape[0], self.channels, 3))
+        for layer in self.layers:
+            h, v = layer(h, v, x, rbf, env, i, j)
+        energy = self.energy_head(torch.cat([h, (v * v).sum(-1)], dim=-1)).squeeze(-1)
+        forces = None
+        if self.force_head is not None:
+            forces = self.force_head(v.transpose(1, 2)).squeeze(-1)    # (n, 3) = sum_c w_c V^c
+        return energy, forces
