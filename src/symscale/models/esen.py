@@ -1,0 +1,169 @@
+"""``esen``: the top of the symmetry staircase — spherical-harmonic features up to ℓ_max = 4 exchanged by
+eSCN-style SO(2) convolutions in edge-aligned frames (after fairchem's eSCN / eSEN; written from the papers).
+
+Node features are one tensor ``(n, (lmax+1)², width)``: ``width`` channels ("sphere channels") for every
+``(ℓ, m)``. A block (pre-norm residual, ``num_layers`` of them) is
+
+1. **message**: for every edge ``i ← j`` the normalised features of receiver and sender are concatenated
+   over channels, rotated into the frame where ``r̂_ij`` is the polar axis (rows ``|m| ≤ mmax`` only), passed
+   through ``SO2Conv → gate → SO2Conv`` (the first one modulated by a radial MLP of the distance), rotated
+   back, multiplied by the smooth cutoff envelope and summed over ``j`` (divided by ``avg_neighbors``);
+2. **node feed-forward**: per-ℓ channel mixing to ``ffn_factor·width`` channels, gate, mixing back.
+
+The per-edge Wigner matrices are built once per forward and shared by all blocks. Cost per edge and block is
+O(L³·C + L²·C²) — no Clebsch–Gordan tensor product anywhere. Energies come from the ℓ=0 channels, direct
+forces from a learned linear map of the ℓ=1 channels (an equivariant vector per atom).
+
+Symmetry: with ``parity="o3"`` (default) all features have natural parity and the model is equivariant to
+rotations and reflections; ``parity="so3"`` keeps eSCN's ``+m ↔ −m`` ("imaginary") weights, which add
+pseudo-tensor paths and make the model only rotation-equivariant (mirror images may get different energies).
+
+Depth: the paper used 12 blocks; the default here is 4, which keeps CPU training practical while still
+giving every atom a 4 × cutoff receptive field. ``num_layers`` changes it; width remains the scaling knob.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from ..data.batch import Batch
+from ..errors import ConfigError
+from .layers import MLP, BesselBasis, ElementEmbedding, ForceFieldModel, PolynomialEnvelope, scatter_sum
+from .so2 import (PARITIES, EdgeFrame, EquivariantRMSNorm, SO2Convolution, SO3Linear, degree_of_rows,
+                  frame_rows, gate)
+
+OPTIONS: dict[str, tuple[object, str]] = {
+    "lmax": (4, "highest degree ℓ of the spherical-harmonic node features (1..4)"),
+    "mmax": (None, "highest |m| kept in the edge frame (0..lmax); None = min(lmax, 2) as in eSCN"),
+    "num_layers": (4, "number of message + feed-forward blocks (the paper used 12; depth is not scaled)"),
+    "num_basis": (8, "Bessel radial basis functions"),
+    "radial_hidden": (32, "hidden width of the radial MLP that modulates the SO(2) convolutions"),
+    "ffn_factor": (2, "hidden channels of the node feed-forward = ffn_factor × width"),
+    "avg_neighbors": (10.0, "messages are summed and divided by this typical neighbour count"),
+    "parity": ("o3", "'o3': rotation- and reflection-equivariant; 'so3': eSCN's +m/-m mixing, rotations only"),
+}
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None
+                                                                                and value > high):
+        rng = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigError(f"model 'esen': option {name!r} must be an integer in {rng}, got {value!r}")
+    return value
+
+
+class MessageBlock(nn.Module):
+    """Edge-frame message: ``SO2Conv(2C → C, radial) → gate → SO2Conv(C → C)``, summed over neighbours."""
+
+    def __init__(self, lmax: int, mmax: int, width: int, radial_dim: int, parity: str):
+        super().__init__()
+        self.conv1 = SO2Convolution(lmax, mmax, 2 * width, width, n_extra=lmax * width,
+                                    radial_dim=radial_dim, parity=parity)
+        self.conv2 = SO2Convolution(lmax, mmax, width, width, parity=parity)
+        rows, _ = frame_rows(lmax, mmax)
+        self.register_buffer("degree", degree_of_rows(lmax)[rows])
+        self.lmax, self.width = lmax, width
+
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor,
+                radial: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``h``: ``(n, K, C)``; ``rot``: ``(E, K', K)`` into-frame maps; ``radial``: ``(E, R)``;
+        ``weight``: ``(E, 1, 1)`` envelope / normalisation. Returns the aggregated update ``(n, K, C)``."""
+        i, j = edge_index
+        x = rot @ torch.cat([h[i], h[j]], dim=-1)  # (E, K', 2C) in the edge frame
+        y, gates = self.conv1(x, radial)
+        y = gate(y, gates.reshape(-1, self.lmax, self.width), self.degree)
+        y, _ = self.conv2(y)
+        msg = rot.transpose(1, 2) @ (y * weight)  # back to the global frame, (E, K, C)
+        return scatter_sum(msg, i, h.shape[0])
+
+
+class FeedForward(nn.Module):
+    """Node-wise ``SO3Linear(C → H) → gate (gates from the ℓ=0 input) → SO3Linear(H → C)``."""
+
+    def __init__(self, lmax: int, width: int, hidden: int):
+        super().__init__()
+        self.lin1 = SO3Linear(lmax, width, hidden)
+        self.gates = nn.Linear(width, lmax * hidden)
+        self.lin2 = SO3Linear(lmax, hidden, width)
+        self.register_buffer("degree", degree_of_rows(lmax))
+        self.lmax, self.hidden = lmax, hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gates(x[:, 0]).reshape(-1, self.lmax, self.hidden)
+        return self.lin2(gate(self.lin1(x), g, self.degree))
+
+
+class ESEN(ForceFieldModel):
+    """eSEN-style equivariant force field; ``width`` = sphere channels per ``(ℓ, m)``.
+
+    Args:
+        width: channels per spherical-harmonic coefficient (the paper scanned 4…64).
+        forces: ``"direct"`` (ℓ=1 force head, the study's choice) or ``"conservative"`` (−dE/dpos).
+        cutoff: neighbour cutoff in Å (radial basis and envelope vanish there).
+        lmax, mmax, num_layers, num_basis, radial_hidden, ffn_factor, avg_neighbors, parity: see ``OPTIONS``.
+    """
+
+    def __init__(self, width: int, forces: str = "direct", cutoff: float = 5.0, lmax: int = 4,
+                 mmax: int | None = None, num_layers: int = 4, num_basis: int = 8, radial_hidden: int = 32,
+                 ffn_factor: int = 2, avg_neighbors: float = 10.0, parity: str = "o3"):
+        super().__init__(forces=forces, cutoff=cutoff)
+        width = _check_int("width", width, 1)
+        lmax = _check_int("lmax", lmax, 1, 4)
+        mmax = min(lmax, 2) if mmax is None else _check_int("mmax", mmax, 0, lmax)
+        num_layers = _check_int("num_layers", num_layers, 1)
+        num_basis = _check_int("num_basis", num_basis, 1)
+        radial_hidden = _check_int("radial_hidden", radial_hidden, 1)
+        ffn_factor = _check_int("ffn_factor", ffn_factor, 1)
+        if isinstance(avg_neighbors, bool) or not isinstance(avg_neighbors, (int, float)) or avg_neighbors <= 0:
+            raise ConfigError(f"model 'esen': option 'avg_neighbors' must be a positive number, "
+                              f"got {avg_neighbors!r}")
+        if parity not in PARITIES:
+            raise ConfigError(f"model 'esen': option 'parity' must be one of {PARITIES}, got {parity!r}")
+        self.width, self.lmax, self.mmax, self.parity = width, lmax, mmax, parity
+        self.num_layers = num_layers
+        self.avg_neighbors = float(avg_neighbors)
+        self.embedding = ElementEmbedding(width)
+        self.frame = EdgeFrame(lmax, mmax)
+        self.basis = BesselBasis(cutoff, num_basis)
+        self.envelope = PolynomialEnvelope(cutoff)
+        self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden]), nn.SiLU())
+        self.norms1 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
+        self.messages = nn.ModuleList([MessageBlock(lmax, mmax, width, radial_hidden, parity)
+                                       for _ in range(num_layers)])
+        self.norms2 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
+        self.ffns = nn.ModuleList([FeedForward(lmax, width, ffn_factor * width) for _ in range(num_layers)])
+        self.norm_out = EquivariantRMSNorm(lmax, width)
+        self.energy_head = MLP([width, width, 1])
+        self.force_head = nn.Linear(width, 1, bias=False)
+        # Row k = e3nn's ℓ=1 coefficients of the unit vector e_k; as that basis change is orthogonal, a row
+        # of ℓ=1 coefficients times this matrix gives (x, y, z) whatever e3nn's ℓ=1 ordering is.
+        unit = o3.spherical_harmonics(1, torch.eye(3, dtype=torch.float64), normalize=True,
+                                      normalization="norm")
+        self.register_buffer("l1_to_xyz", unit.T.contiguous().to(torch.get_default_dtype()))
+
+    def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = pos.shape[0]
+        k = (self.lmax + 1) ** 2
+        x = pos.new_zeros((n, k, self.width))
+        x = torch.cat([self.embedding(batch.numbers).to(pos.dtype)[:, None], x[:, 1:]], dim=1)
+        edge_index = batch.edge_index
+        if edge_index.shape[1] > 0:
+            vec = batch.edge_vectors(pos)
+            dist = torch.linalg.norm(vec, dim=-1)
+            rot = self.frame(vec / dist.clamp(min=1e-9)[:, None])  # (E, K', K), shared by all blocks
+            radial = self.radial(self.basis(dist))
+            weight = (self.envelope(dist) / self.avg_neighbors)[:, None, None]
+            for norm1, message, norm2, ffn in zip(self.norms1, self.messages, self.norms2, self.ffns):
+                x = x + message(norm1(x), edge_index, rot, radial, weight)
+                x = x + ffn(norm2(x))
+        else:  # no edges: messages vanish, the node feed-forward still acts
+            for norm2, ffn in zip(self.norms2, self.ffns):
+                x = x + ffn(norm2(x))
+        x = self.norm_out(x)
+        energy = self.energy_head(x[:, 0]).squeeze(-1)
+        if self.force_mode == "conservative":
+            return energy, None
+        forces = self.force_head(x[:, 1:4]).squeeze(-1) @ self.l1_to_xyz.to(pos.dtype)
+        return energy, forces
