@@ -107,3 +107,33 @@ def test_calculator_does_not_modify_callers_model():
 def test_calculator_bad_path_is_data_error(tmp_path):
     with pytest.raises(DataError, match="no checkpoint"):
         SymscaleCalculator(tmp_path / "nope")
+
+
+def test_calculator_from_frame_averaged_checkpoint(tmp_path):
+    from symscale.models import build
+    from symscale.train.checkpoint import model_spec, save_checkpoint
+    from symscale.train.symmetry import FrameAveraging
+
+    torch.manual_seed(0)
+    model = build("mpnn", 8, cutoff=CUTOFF)
+    model.set_normalization({1: -13.6, 6: -1030.0, 8: -2040.0}, 0.05, 0.5)
+    save_checkpoint(tmp_path / "run" / "checkpoint.pt",
+                    {"model": model_spec("mpnn", 8, {"cutoff": CUTOFF}, frame_averaging=True),
+                     "model_state": model.state_dict()})
+    calc = SymscaleCalculator(tmp_path / "run")
+    assert isinstance(calc.model, FrameAveraging) and calc.cutoff == CUTOFF
+    atoms = distorted()
+    atoms.calc = calc
+    e, f = atoms.get_potential_energy(), atoms.get_forces()
+    ref = FrameAveraging(model).double()(Batch.from_atoms([atoms], cutoff=CUTOFF, dtype=torch.float64))
+    assert e == pytest.approx(float(ref["energy"][0].detach()), abs=1e-9)
+    np.testing.assert_allclose(f, ref["forces"].detach().numpy(), atol=1e-9)
+    # rotation-invariant energy and equivariant forces through the calculator
+    turned = atoms.copy()
+    turned.rotate(73.0, (0.3, -1.0, 0.4), center="COM")
+    turned.calc = calc
+    assert turned.get_potential_energy() == pytest.approx(e, abs=1e-8)
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_rotvec(np.deg2rad(73.0) * np.array([0.3, -1.0, 0.4]) / np.linalg.norm([0.3, -1.0, 0.4]))
+    np.testing.assert_allclose(turned.get_forces(), f @ rot.as_matrix().T, atol=1e-8)

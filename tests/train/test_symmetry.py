@@ -219,3 +219,37 @@ def test_frame_averaging_degenerate_molecule_reports_small_gap():
     fa = FrameAveraging(models())
     fa(b)
     assert fa.last_min_gap < 1e-8
+
+
+# ----------------------------------------------------------------------------------------- the staircase
+def test_symmetry_loss_on_registry_models(mol_batch):
+    from symscale.models import build
+
+    torch.manual_seed(0)
+    egnn = build("egnn", 8, cutoff=CUTOFF).double()
+    mpnn = build("mpnn", 8, cutoff=CUTOFF).double()
+    for m in (egnn, mpnn):
+        m.set_normalization(None, 0.05, 0.5)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    l_egnn, _ = symmetry_loss(egnn, mol_batch, 5, gen())
+    l_mpnn, _ = symmetry_loss(mpnn, mol_batch, 5, gen())
+    assert float(l_egnn.detach()) < 1e-10
+    assert float(l_mpnn.detach()) > 1e-3
+    l_mpnn.backward()
+    assert all(p.grad is not None for p in mpnn.parameters() if p.requires_grad)
+
+
+def test_frame_averaging_registry_mpnn(mol_batch):
+    from symscale.models import build
+
+    torch.manual_seed(1)
+    mpnn = build("mpnn", 8, cutoff=CUTOFF).double()
+    fa = FrameAveraging(mpnn)
+    R = random_rotations(mol_batch.n_structures, torch.Generator().manual_seed(7))
+    rot = rotate_batch(mol_batch, R)
+    o, o_rot = fa(mol_batch), fa(rot)
+    f_back = torch.einsum("nj,nij->ni", o["forces"], R[mol_batch.batch])
+    assert (o["energy"] - o_rot["energy"]).abs().max() < 1e-8
+    assert (f_back - o_rot["forces"]).abs().max() < 1e-8
+    raw_f = torch.einsum("nj,nij->ni", mpnn(mol_batch)["forces"], R[mol_batch.batch]) - mpnn(rot)["forces"]
+    assert raw_f.abs().max() > 1e-4
