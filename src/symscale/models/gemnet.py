@@ -19,7 +19,8 @@ Architecture (width ``w`` = atom and edge embedding size, the single scaling kno
   - **quadruplets** ``l -> k -> j -> i`` (edges within ``quadruplet_cutoff``, ``body_order=4`` only):
     the down-projected message of ``(k, l)``, gated by the radial basis of the central bond ``(j, k)``,
     times dihedral harmonics ``(sin_j sin_k)^m cos(m phi)`` x ``[1, cos_j, cos_k]``, mixed bilinearly;
-  - the atoms (``m_ij <- [h_i, h_j, m_ij]``), after atoms are updated from their edges;
+  - the atoms (``m_ij <- [h_i, h_j, m_ij]``, at the start of the block); then atoms are updated from
+    the sum of their edges gated by the radial basis;
 * an energy head per atom and the direct force head per edge.
 
 Smoothness: each triplet / quadruplet term carries the product of polynomial envelopes of all its edges
@@ -43,7 +44,7 @@ OPTIONS: dict[str, tuple[object, str]] = {
     "forces": ("direct", "force mode: 'direct' (force head sum_j f_ij r_hat_ij) or 'conservative'"),
     "cutoff": (5.0, "radius (Å) of the edge graph (embeddings, atom updates, force head)"),
     "triplet_cutoff": (4.0, "radius (Å) of edges taking part in triplet (angle) interactions, <= cutoff"),
-    "quadruplet_cutoff": (3.0, "radius (Å) of edges taking part in quadruplet (dihedral) interactions"),
+    "quadruplet_cutoff": (3.0, "radius (Å) of edges in quadruplet (dihedral) interactions, <= triplet_cutoff"),
     "body_order": (4, "4: triplets and quadruplets (dihedrals); 3: triplets only, no quadruplets built"),
     "num_layers": (4, "number of interaction blocks (fixed depth; only width is scaled)"),
     "num_radial": (16, "Bessel radial basis functions"),
@@ -84,7 +85,7 @@ class _ManyBody(nn.Module):
 
 
 class _Block(nn.Module):
-    """Interaction block: triplet (+ quadruplet) edge update, atom update from edges, edge from atoms."""
+    """Interaction block: edges from atoms, triplet (+ quadruplet) edge update, atoms from edges."""
 
     def __init__(self, width: int, num_radial: int, num_spherical: int, num_quad_basis: int,
                  trip_dim: int, quad_dim: int, quadruplets: bool):
@@ -99,16 +100,16 @@ class _Block(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, h: torch.Tensor, m: torch.Tensor, g: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        centre, neigh = g["centre"], g["neigh"]
+        m = (m + self.edge_from_atoms(torch.cat([h[centre], h[neigh], m], dim=-1))) * _INV_SQRT2
         u = self.act(self.edge_self(m))
         u = u + self.triplet(m, g["rbf"], g["t_basis"], g["t_in"], g["t_in"], g["t_out"], g["t_scale"])
         if self.quadruplet is not None:
             u = u + self.quadruplet(m, g["rbf"], g["q_basis"], g["q_in"], g["q_mid"], g["q_out"],
                                     g["q_scale"])
         m = (m + self.edge_mlp(u)) * _INV_SQRT2
-        centre, neigh = g["centre"], g["neigh"]
         agg = scatter_sum(m * self.atom_radial(g["rbf"]), centre, h.shape[0]) * g["a_scale"].unsqueeze(-1)
         h = (h + self.atom_mlp(agg)) * _INV_SQRT2
-        m = (m + self.edge_from_atoms(torch.cat([h[centre], h[neigh], m], dim=-1))) * _INV_SQRT2
         return h, m
 
 
@@ -130,8 +131,8 @@ class GemNet(ForceFieldModel):
         _check(width > 0, "width", width, "must be positive")
         _check(body_order in (3, 4), "body_order", body_order, "must be 3 or 4")
         _check(0 < triplet_cutoff <= cutoff, "triplet_cutoff", triplet_cutoff, f"must be in (0, {cutoff}]")
-        _check(body_order == 3 or 0 < quadruplet_cutoff <= cutoff, "quadruplet_cutoff",
-               quadruplet_cutoff, f"must be in (0, {cutoff}]")
+        _check(body_order == 3 or 0 < quadruplet_cutoff <= triplet_cutoff, "quadruplet_cutoff",
+               quadruplet_cutoff, f"must be in (0, triplet_cutoff={triplet_cutoff}]")
         for name, val in (("num_layers", num_layers), ("num_radial", num_radial),
                           ("num_spherical", num_spherical), ("num_dihedral", num_dihedral)):
             _check(int(val) == val and val >= 1, name, val, "must be a positive integer")
@@ -157,7 +158,7 @@ class GemNet(ForceFieldModel):
         self.blocks = nn.ModuleList(
             _Block(width, num_radial, self.num_spherical, 3 * self.num_dihedral, trip_dim, quad_dim, quads)
             for _ in range(num_layers))
-        self.energy_head = MLP([width, width, 1])
+        self.energy_head = MLP([width, width, 1], last_bias=False)  # a bias cancels in E - E_isolated
         self.force_head = MLP([width, width, width])
         self.force_radial = nn.Linear(num_radial, width, bias=False)
 
