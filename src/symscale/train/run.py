@@ -1,0 +1,371 @@
+"""The training loop: :func:`run` turns a :class:`~symscale.train.config.RunConfig` into a run directory.
+
+One run streams the training split once (or ``epochs`` times over a fixed subset), counting data ``D`` in
+atoms, and evaluates on a fixed validation subset at log-spaced token counts; every evaluation appends a
+line to ``metrics.jsonl`` and writes ``checkpoint.pt`` atomically, so an interrupted run resumes
+(``resume=True``) with the same data order and random streams and produces the same evaluation points.
+See ``docs/training.md`` for the compute accounting (``C = 3 κ N D × multiplier``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from . import checkpoint as ckpt_mod
+from .config import RunConfig, load_config, parse_config
+from .loss import LossFunction
+from .metrics import (EvalSchedule, MetricsLog, compute_multiplier, evaluate, evaluation_points,
+                      variant_tag, write_json_atomic)
+from .optim import (build_optimizer, clip_gradients, cosine_factor, eval_mode, hidden_parameters,
+                    parameter_groups, set_lr, train_mode)
+
+FLOPS_PROBE_BATCHES = 3  # training batches whose step FLOPs are measured
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class RunSetup:
+    """Everything :func:`run` builds before the first step."""
+
+    device: torch.device
+    dtype: torch.dtype
+    model: torch.nn.Module          # the ForceFieldModel (what the checkpoint stores)
+    net: torch.nn.Module            # what is trained and evaluated (model, or FrameAveraging(model))
+    spec: dict
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    val_batches: list
+    loss_fn: LossFunction
+    budget: int
+    eval_points: list[int]
+    params: int
+    kappa: float
+    flops_per_token: float
+    multiplier: float
+    hidden: list[str] = field(default_factory=list)
+
+
+def prepare(cfg: RunConfig, device: torch.device) -> RunSetup:
+    """Open the data, build model / optimiser / loaders, measure κ and the FLOPs of a training step."""
+    from ..data import open_dataset
+    from ..data.loader import StreamingLoader
+    from ..models import build, count_parameters
+
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    dataset = open_dataset(cfg.data.path)
+    norm = dataset.normalization
+    options = dict(cfg.model.options)
+    options.setdefault("cutoff", cfg.data.cutoff)
+    model = build(cfg.model.family, cfg.model.width, **options)
+    model.set_normalization(norm["e0"], norm["energy_scale"], norm["force_scale"])
+    model = model.to(device=device, dtype=dtype)
+    net = model
+    if cfg.symmetry.frame_averaging:
+        from .symmetry import FrameAveraging
+
+        net = FrameAveraging(model)
+    spec = ckpt_mod.model_spec(cfg.model.family, cfg.model.width, options, cfg.symmetry.frame_averaging)
+
+    hidden: set[str] | None = None
+    lr = cfg.optimizer.lr
+    if cfg.mup is not None:
+        lr = cfg.mup.lr if cfg.mup.lr is not None else cfg.optimizer.lr
+        hidden = hidden_parameters(model, lambda w: build(cfg.model.family, w, **options), cfg.model.width)
+        hidden = {f"model.{n}" for n in hidden} if net is not model else hidden
+    groups = parameter_groups(net, lr, hidden, cfg.mup.base_width if cfg.mup else None, cfg.model.width)
+    optimizer = build_optimizer(groups, cfg.optimizer)
+
+    loader = StreamingLoader(dataset, "train", batch_size=cfg.batch_size, cutoff=cfg.data.cutoff,
+                             seed=cfg.seed, epochs=cfg.loader_epochs, max_neighbors=cfg.data.max_neighbors,
+                             subset=cfg.data.subset, dtype=dtype)
+    if cfg.tokens is not None:
+        if cfg.tokens > loader.total_tokens:
+            raise ConfigError(f"tokens: {cfg.tokens} exceeds the {loader.total_tokens} atoms of "
+                              f"{cfg.loader_epochs} epoch(s) of the training data; set epochs for "
+                              f"multi-epoch training")
+        budget = int(cfg.tokens)
+    else:
+        budget = max(1, int(round((cfg.epochs or 1.0) * loader.tokens_per_epoch)))
+    n_val = len(dataset.split("val")) if "val" in dataset.split_names() else 0
+    if n_val == 0:
+        raise ConfigError(f"data.path: {dataset.path} has no validation split to evaluate on")
+    val_loader = StreamingLoader(dataset, "val", batch_size=cfg.batch_size, cutoff=cfg.data.cutoff,
+                                 seed=cfg.seed, max_neighbors=cfg.data.max_neighbors, dtype=dtype,
+                                 subset=min(cfg.data.val_size, n_val) if cfg.data.val_size else None,
+                                 shuffle=False)
+    val_batches = list(val_loader)
+    first = cfg.evaluation.first_tokens or max(1, budget // 1000)
+    points = evaluation_points(budget, cfg.evaluation.points, first)
+
+    params = count_parameters(model)
+    loss_fn = LossFunction(norm["energy_scale"], norm["force_scale"], cfg.loss.energy_weight,
+                           cfg.loss.force_weight, cfg.loss.energy, cfg.loss.forces)
+    kappa, flops_per_token = _measure_compute(cfg, model, net, dataset, device, dtype, loss_fn)
+    n_frames = getattr(net, "n_frames", 1)
+    return RunSetup(device, dtype, model, net, spec, optimizer, loader, val_batches, loss_fn, budget, points,
+                    params, kappa, flops_per_token, compute_multiplier(cfg.symmetry, n_frames),
+                    sorted(hidden or []))
+
+
+def _measure_compute(cfg: RunConfig, model, net, dataset, device, dtype,
+                     loss_fn: LossFunction) -> tuple[float, float]:
+    """κ of the bare model on the fixed reference batch of :mod:`symscale.models.flops` (so κ does not
+    depend on the dataset), and the measured FLOPs per atom of a full training step (forward, loss incl.
+    symmetry loss, backward; optimiser update excluded) averaged over the first
+    :data:`FLOPS_PROBE_BATCHES` training batches, read by a separate loader (the run's order is untouched).
+    """
+    from ..data.loader import StreamingLoader
+    from ..models.flops import measure_kappa, reference_batch, training_step_flops
+
+    ref = reference_batch(cutoff=cfg.data.cutoff, dtype=dtype).to(device)
+    kappa = float(measure_kappa(model, ref)["kappa"])
+    probe = StreamingLoader(dataset, "train", batch_size=cfg.batch_size, cutoff=cfg.data.cutoff,
+                            seed=cfg.seed, max_neighbors=cfg.data.max_neighbors, subset=cfg.data.subset,
+                            dtype=dtype)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def loss_of(out, b):
+        loss = loss_fn(out, b)
+        if cfg.symmetry.loss is not None:
+            from .symmetry import symmetry_loss
+
+            sym, _ = symmetry_loss(net, b, cfg.symmetry.loss.rotations, gen, outputs=out)
+            loss = loss + cfg.symmetry.loss.weight * sym
+        return loss
+
+    flops, tokens = 0.0, 0
+    for k, b in enumerate(probe):
+        if k >= FLOPS_PROBE_BATCHES:
+            break
+        b = b.to(device, dtype)
+        flops += float(training_step_flops(net, b, loss_of)["flops"])
+        tokens += b.tokens
+    return kappa, flops / max(tokens, 1)
+
+
+def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | None = None,
+        resume: bool = False, quiet: bool = True, callback: StepCallback | None = None) -> Path:
+    """Train one model; return its run directory.
+
+    Args:
+        config: a :class:`RunConfig`, a mapping, or the path of a run YAML file.
+        out: run directory (overrides ``config.out``; default ``runs/<run_id>``).
+        resume: continue from ``out/checkpoint.pt`` (starts fresh when there is none).
+        quiet: no progress bar.
+        callback: called after every optimiser step with ``{"step", "tokens", "loss", "grad_norm"}``
+            (progress hooks; an exception raised there interrupts the run like Ctrl-C).
+
+    Raises:
+        ConfigError / DataError: bad configuration or data (one line).
+        KeyboardInterrupt: re-raised after recording ``status: running`` with the reason.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        cfg = load_config(config)
+    else:
+        cfg = parse_config(config)
+    run_dir = Path(out or cfg.out or Path("runs") / cfg.run_id())
+    cfg = cfg.model_copy(update={"out": str(run_dir)})
+    ckpt_path = run_dir / ckpt_mod.CHECKPOINT_NAME
+    resolved_yaml = cfg.to_yaml()
+    resuming = resume and ckpt_path.is_file()
+    if resuming:
+        _check_same_config(run_dir, cfg)
+    elif ckpt_path.exists() or (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"out: {run_dir} already holds a run; pass --resume to continue it or choose "
+                          f"another directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(cfg.device)
+    if cfg.dtype == "bfloat16" and device.type != "cuda":
+        raise ConfigError(f"dtype: bfloat16 autocast needs CUDA (device resolved to {device.type})")
+    _seed_everything(cfg.seed)
+    s = prepare(cfg, device)
+    return _train(cfg, s, run_dir, resolved_yaml, resuming, quiet, callback)
+
+
+def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resuming: bool, quiet: bool,
+           callback: StepCallback | None) -> Path:
+    model, net, loader, opt = s.model, s.net, s.loader, s.optimizer
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    ckpt_path = run_dir / ckpt_mod.CHECKPOINT_NAME
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    counters = {"step": 0, "tokens": 0, "train_time_s": 0.0, "flops_measured": 0.0}
+    schedule = EvalSchedule(s.eval_points)
+    if resuming:
+        ck = ckpt_mod.load_checkpoint(ckpt_path, map_location="cpu")
+        model.load_state_dict(ck["model_state"])
+        opt.load_state_dict(ck["optimizer"])
+        loader.load_state_dict(ck["loader"])
+        ckpt_mod.set_rng_state(ck["rng"])
+        aug_gen.set_state(ck["rng"]["augment"])
+        counters.update({k: ck["counters"][k] for k in counters})
+        metrics.truncate_after(int(counters["step"]))
+        schedule.consume(int(counters["tokens"]))
+        train_mode(opt)  # the checkpoint holds the evaluation weights; back to training weights
+    else:
+        (run_dir / "config.yaml").write_text(resolved_yaml)
+    summary = _summary(cfg, s, counters, "running", None)
+    write_json_atomic(run_dir / "summary.json", summary)
+
+    mult = s.multiplier
+    loss_fn = s.loss_fn
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext())
+    status, reason = "completed", None
+    progress = None if quiet else _progress(s.budget, counters["tokens"], cfg.run_id())
+
+    def do_eval() -> None:
+        eval_mode(opt)
+        m = evaluate(net, s.val_batches, loss_fn, s.device, s.dtype,
+                     autocast=torch.bfloat16 if cfg.dtype == "bfloat16" else None)
+        D = int(counters["tokens"])
+        record = {"step": int(counters["step"]), "tokens": D, "params": s.params, "kappa": s.kappa,
+                  "compute": 3.0 * s.kappa * s.params * D * mult,
+                  "flops_measured": float(counters["flops_measured"]),
+                  "train_time_s": float(counters["train_time_s"]), **m}
+        metrics.append(record)
+        ckpt_mod.save_checkpoint(ckpt_path, {
+            "model": s.spec, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
+            "loader": loader.state_dict(), "rng": {**ckpt_mod.rng_state(), "augment": aug_gen.get_state()},
+            "counters": dict(counters, kappa=s.kappa, params=s.params), "dtype": cfg.dtype,
+            "config": cfg.model_dump(mode="json")})
+        train_mode(opt)
+        schedule.consume(D)
+        write_json_atomic(run_dir / "summary.json", _summary(cfg, s, counters, "running", None, record))
+        if progress is not None:
+            progress[0].update(progress[1], description=f"{cfg.run_id()} val loss {m['loss']:.4g}")
+
+    net.train()
+    it = iter(loader)
+    try:
+        while counters["tokens"] < s.budget:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            batch = batch.to(s.device, s.dtype)
+            if cfg.symmetry.augment:
+                from .symmetry import random_rotations, rotate_batch
+
+                R = random_rotations(batch.n_structures, aug_gen, dtype=batch.pos.dtype, device=s.device)
+                batch = rotate_batch(batch, R)
+            if cfg.optimizer.name == "adamw":
+                set_lr(opt, cosine_factor(int(counters["step"]), counters["tokens"] / s.budget,
+                                          cfg.optimizer.warmup_steps, cfg.optimizer.min_lr_ratio))
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                pred = net(batch)
+                pred = {k: v.float() for k, v in pred.items()} if cfg.dtype == "bfloat16" else pred
+                loss = loss_fn(pred, batch)
+                if cfg.symmetry.loss is not None:
+                    from .symmetry import symmetry_loss
+
+                    sym, _ = symmetry_loss(net, batch, cfg.symmetry.loss.rotations, aug_gen, outputs=pred)
+                    loss = loss + cfg.symmetry.loss.weight * sym
+            lval = float(loss.detach())
+            if not math.isfinite(lval):
+                status, reason = "diverged", (f"non-finite loss ({lval}) at step {counters['step'] + 1}, "
+                                              f"tokens {counters['tokens'] + batch.tokens}")
+                break
+            loss.backward()
+            gnorm = clip_gradients(net.parameters(), cfg.optimizer.grad_clip)
+            if not math.isfinite(gnorm) or gnorm > cfg.optimizer.diverge_grad_norm:
+                status, reason = "diverged", (f"gradient norm {gnorm:.3g} at step {counters['step'] + 1} "
+                                              f"exceeds optimizer.diverge_grad_norm "
+                                              f"({cfg.optimizer.diverge_grad_norm:g})")
+                break
+            opt.step()
+            counters["step"] += 1
+            counters["tokens"] += batch.tokens
+            counters["flops_measured"] += s.flops_per_token * batch.tokens
+            counters["train_time_s"] += time.perf_counter() - t0
+            if callback is not None:
+                callback({"step": counters["step"], "tokens": counters["tokens"], "loss": lval,
+                          "grad_norm": gnorm})
+            if progress is not None:
+                progress[0].update(progress[1], completed=min(counters["tokens"], s.budget))
+            if schedule.due(counters["tokens"]) and counters["tokens"] < s.budget:
+                do_eval()
+        if status == "completed" and counters["step"] > 0 and not _evaluated_at(metrics, counters["step"]):
+            do_eval()  # the end of training is always an evaluation point
+        if status == "completed" and counters["step"] == 0:
+            status, reason = "diverged", "no training step was run (empty training data?)"
+    except KeyboardInterrupt:
+        write_json_atomic(run_dir / "summary.json", _summary(
+            cfg, s, counters, "running", f"interrupted at step {counters['step']}; resume with --resume"))
+        raise
+    finally:
+        if progress is not None:
+            progress[0].stop()
+    rows = metrics.read()
+    write_json_atomic(run_dir / "summary.json",
+                      _summary(cfg, s, counters, status, reason, rows[-1] if rows else None))
+    return run_dir
+
+
+def _evaluated_at(metrics: MetricsLog, step: int) -> bool:
+    rows = metrics.read()
+    return bool(rows) and int(rows[-1]["step"]) == step
+
+
+def _summary(cfg: RunConfig, s: RunSetup, counters: dict, status: str, reason: str | None,
+             last: dict | None = None) -> dict:
+    out = {"run_id": cfg.run_id(), "model": cfg.model.family, "width": cfg.model.width, "params": s.params,
+           "kappa": s.kappa, "status": status, "reason": reason, "tokens": int(counters["tokens"]),
+           "steps": int(counters["step"]), "variant": variant_tag(cfg.symmetry, cfg.data.subset, cfg.epochs), "budget_tokens": int(s.budget),
+           "compute_multiplier": s.multiplier,
+           "train_time_s": float(counters["train_time_s"]), "device": str(s.device), "dtype": cfg.dtype}
+    if last is not None:
+        out["final"] = {k: last[k] for k in ("step", "tokens", "compute", "loss", "energy_mae_per_atom",
+                                             "force_mae", "force_l2")}
+    return out
+
+
+def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return
+    saved = parse_config(yaml.safe_load(path.read_text()), source=str(path)).model_dump(mode="json")
+    new = cfg.model_dump(mode="json")
+    for key in new:
+        if key != "out" and saved.get(key) != new[key]:
+            raise ConfigError(f"{key}: differs from the run being resumed ({path}); resume with the same "
+                              f"config or start a new run directory")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _progress(total: int, done: int, label: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} atoms"),
+                 TimeElapsedColumn(), transient=False)
+    task = p.add_task(label, total=total, completed=done)
+    p.start()
+    return p, task
