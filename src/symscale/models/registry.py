@@ -22,7 +22,7 @@ from .layers import ForceFieldModel
 # define it, the unique ForceFieldModel subclass defined in the module is used.
 FAMILIES: dict[str, tuple[str, str]] = {
     "mpnn": ("symscale.models.mpnn", "MPNN"),
-    "gemnet": ("symscale.models.gemnet", "GemNetOC"),
+    "gemnet": ("symscale.models.gemnet", "GemNet"),
     "egnn": ("symscale.models.egnn", "MCEGNN"),
     "esen": ("symscale.models.esen", "ESEN"),
 }
