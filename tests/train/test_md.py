@@ -91,3 +91,19 @@ def test_nve_errors(tmp_path, xyz):
         run_nve(make(), bad, steps=2)
     with pytest.raises(ConfigError, match="timestep_fs"):
         run_nve(make(), xyz, steps=2, timestep_fs=0)
+
+
+class Exploding(PairModel):
+    """Finite energy, forces that blow up: the integrator must stop cleanly and say so."""
+
+    def compute(self, batch, pos):
+        e, f = super().compute(batch, pos)
+        return e, f * 1e200
+
+
+def test_nve_unstable_model_stops_and_reports(xyz):
+    torch.manual_seed(0)
+    model = Exploding(forces="direct")
+    res = run_nve(model, xyz, steps=30, timestep_fs=0.5)
+    assert not res["stable"] and res["steps"] < 30
+    assert "non-finite" in res["message"]

@@ -109,6 +109,9 @@ def run_nve(checkpoint: str | os.PathLike | nn.Module, structure_file, steps: in
     energies: list[float] = []
 
     def record() -> None:
+        if not np.all(np.isfinite(atoms.positions)):  # never hand NaN positions to the neighbour list
+            energies.append(float("nan"))
+            return
         energies.append(float(atoms.get_potential_energy() + atoms.get_kinetic_energy()))
 
     e_start = float(atoms.get_potential_energy() + atoms.get_kinetic_energy())
