@@ -115,6 +115,7 @@ def _read_db(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
     kwargs: dict[str, Any] = {"readonly": True} if fmt == "aselmdb" else {}
     try:
         db = ase.db.connect(str(path), type=fmt, **kwargs)
+        db.count()  # touches the file: a corrupt database fails here, not at the first row
         rows = db.select()
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot open {fmt} database ({type(exc).__name__}: {exc})") from None
