@@ -80,19 +80,54 @@ class MessageBlock(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Node-wise ``SO3Linear(C → H) → gate (gates from the ℓ=0 input) → SO3Linear(H → C)``."""
+    """Node-wise ``SO3Linear(C → H) → gate → SO3Linear(H → C)``.
+
+    The gates and an additive term of the hidden scalars are linear in the node's invariants: its ℓ=0
+    channels and the squared norm of every ℓ > 0 channel. This is how information of degree ℓ ≥ 2 reaches
+    the scalars (and so the energy) exactly, without a sphere-grid activation, which is only approximately
+    equivariant.
+    """
 
     def __init__(self, lmax: int, width: int, hidden: int):
         super().__init__()
         self.lin1 = SO3Linear(lmax, width, hidden)
-        self.gates = nn.Linear(width, lmax * hidden)
+        self.invariants = nn.Linear((lmax + 1) * width, (lmax + 1) * hidden)
         self.lin2 = SO3Linear(lmax, hidden, width)
-        self.register_buffer("degree", degree_of_rows(lmax))
+        degree = degree_of_rows(lmax)
+        self.register_buffer("degree", degree)
+        pool = nn.functional.one_hot(degree[1:] - 1, lmax).to(torch.get_default_dtype())
+        self.register_buffer("pool", pool)  # (K-1, lmax): sums squares over m per degree
         self.lmax, self.hidden = lmax, hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.gates(x[:, 0]).reshape(-1, self.lmax, self.hidden)
-        return self.lin2(gate(self.lin1(x), g, self.degree))
+        sq = torch.einsum("nkc,kl->nlc", x[:, 1:] * x[:, 1:], self.pool.to(x.dtype))
+        inv = self.invariants(torch.cat([x[:, 0], sq.reshape(x.shape[0], -1)], dim=-1))
+        h = self.lin1(x)
+        h = torch.cat([h[:, :1] + inv[:, None, : self.hidden], h[:, 1:]], dim=1)
+        g = inv[:, self.hidden:].reshape(-1, self.lmax, self.hidden)
+        return self.lin2(gate(h, g, self.degree))
+
+
+class EdgeDegreeEmbedding(nn.Module):
+    """Initial features of every degree: ``Σ_j D(r̂_ij) · [m=0 coefficients linear in (radial, z_i, z_j)]``.
+
+    In the edge frame only ``m = 0`` is filled (a function of the distance and both elements); rotated back
+    this is a sum of spherical harmonics ``Y_ℓ(r̂_ij)`` weighted per channel, like eSEN's edge-degree embedding.
+    Without it the first block's ``m > 0`` weights would act on zeros.
+    """
+
+    def __init__(self, lmax: int, width: int, radial_dim: int):
+        super().__init__()
+        self.lin = nn.Linear(radial_dim + 2 * width, (lmax + 1) * width)
+        self.lmax, self.width = lmax, width
+
+    def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor, radial: torch.Tensor,
+                weight: torch.Tensor) -> torch.Tensor:
+        """``x0``: ``(n, C)`` element embeddings. Returns ``(n, K, C)``."""
+        i, j = edge_index
+        m0 = self.lin(torch.cat([radial, x0[i], x0[j]], dim=-1)).reshape(-1, self.lmax + 1, self.width)
+        msg = rot[:, : self.lmax + 1].transpose(1, 2) @ (m0 * weight)  # m=0 rows come first in the frame
+        return scatter_sum(msg, i, x0.shape[0])
 
 
 class ESEN(ForceFieldModel):
@@ -129,13 +164,14 @@ class ESEN(ForceFieldModel):
         self.basis = BesselBasis(cutoff, num_basis)
         self.envelope = PolynomialEnvelope(cutoff)
         self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden]), nn.SiLU())
+        self.edge_embedding = EdgeDegreeEmbedding(lmax, width, radial_hidden)
         self.norms1 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
         self.messages = nn.ModuleList([MessageBlock(lmax, mmax, width, radial_hidden, parity)
                                        for _ in range(num_layers)])
         self.norms2 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
         self.ffns = nn.ModuleList([FeedForward(lmax, width, ffn_factor * width) for _ in range(num_layers)])
         self.norm_out = EquivariantRMSNorm(lmax, width)
-        self.energy_head = MLP([width, width, 1])
+        self.energy_head = MLP([width, width, 1], last_bias=False)  # a constant cancels in E - E_isolated
         self.force_head = nn.Linear(width, 1, bias=False)
         # Row k = e3nn's ℓ=1 coefficients of the unit vector e_k; as that basis change is orthogonal, a row
         # of ℓ=1 coefficients times this matrix gives (x, y, z) whatever e3nn's ℓ=1 ordering is.
@@ -146,8 +182,8 @@ class ESEN(ForceFieldModel):
     def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = pos.shape[0]
         k = (self.lmax + 1) ** 2
-        x = pos.new_zeros((n, k, self.width))
-        x = torch.cat([self.embedding(batch.numbers).to(pos.dtype)[:, None], x[:, 1:]], dim=1)
+        x0 = self.embedding(batch.numbers).to(pos.dtype)
+        x = torch.cat([x0[:, None], pos.new_zeros((n, k - 1, self.width))], dim=1)
         edge_index = batch.edge_index
         if edge_index.shape[1] > 0:
             vec = batch.edge_vectors(pos)
@@ -155,6 +191,7 @@ class ESEN(ForceFieldModel):
             rot = self.frame(vec / dist.clamp(min=1e-9)[:, None])  # (E, K', K), shared by all blocks
             radial = self.radial(self.basis(dist))
             weight = (self.envelope(dist) / self.avg_neighbors)[:, None, None]
+            x = x + self.edge_embedding(x0, edge_index, rot, radial, weight)
             for norm1, message, norm2, ffn in zip(self.norms1, self.messages, self.norms2, self.ffns):
                 x = x + message(norm1(x), edge_index, rot, radial, weight)
                 x = x + ffn(norm2(x))

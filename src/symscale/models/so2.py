@@ -243,8 +243,14 @@ class SO3Linear(nn.Module):
 
 
 class EquivariantRMSNorm(nn.Module):
-    """Per-degree RMS normalisation: ``x_ℓ / sqrt(mean_{m,c} x_ℓ² + eps)`` times a learned per-(ℓ, channel)
-    scale; the ℓ=0 row is first centred over channels and gets a learned bias (no bias for ℓ > 0)."""
+    """Equivariant RMS normalisation over all degrees (the "balanced" variant of eSCN/eSEN).
+
+    The ℓ=0 row is centred over channels; then every row is divided by one per-node scale
+    ``sqrt(mean_ℓ mean_{m,c} x_ℓ² + eps)`` in which each degree weighs equally, and multiplied by a learned
+    per-(ℓ, channel) scale; the ℓ=0 row gets a learned bias (no bias for ℓ > 0). Normalising each degree
+    separately would blow features that vanish by symmetry (odd ℓ at the centre of a linear molecule) up
+    from rounding noise to O(1) and make the energy change abruptly near symmetric geometries.
+    """
 
     def __init__(self, lmax: int, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -253,12 +259,11 @@ class EquivariantRMSNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         degree = degree_of_rows(lmax)
         self.register_buffer("degree", degree)
-        pool = nn.functional.one_hot(degree, lmax + 1).to(torch.get_default_dtype())
-        self.register_buffer("pool", pool / (pool.sum(0, keepdim=True) * channels))  # (K, L+1) means
+        balance = 1.0 / ((2 * degree + 1) * (lmax + 1) * channels)
+        self.register_buffer("balance", balance.to(torch.get_default_dtype()))  # (K,) weights, sum = 1/C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x[:, :1] - x[:, :1].mean(-1, keepdim=True), x[:, 1:]], dim=1)
-        ms = torch.einsum("nkc,kl->nl", x * x, self.pool.to(x.dtype))
-        inv = torch.rsqrt(ms + self.eps)[:, self.degree, None]
-        y = x * inv * self.scale[self.degree]
+        ms = torch.einsum("nkc,k->n", x * x, self.balance.to(x.dtype))
+        y = x * torch.rsqrt(ms + self.eps)[:, None, None] * self.scale[self.degree]
         return torch.cat([y[:, :1] + self.bias, y[:, 1:]], dim=1)

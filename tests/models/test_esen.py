@@ -1,0 +1,122 @@
+"""eSEN through the shared suite (O(3)-equivariant with parity="o3"), plus its own options and edge cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ase import Atoms
+from suite import F64, ModelSuite, ethanol, random_rotation, rel_err, transform, water
+
+from symscale.data import Batch
+from symscale.errors import ConfigError
+from symscale.models import build, count_parameters
+
+
+class TestESEN(ModelSuite):
+    name = "esen"
+    options = {"num_layers": 2}  # lmax=4, mmax=2 (defaults)
+    equivariant = True
+    reflection = True
+
+
+def _batch(atoms_list) -> Batch:
+    return Batch.from_atoms(atoms_list, cutoff=5.0, dtype=F64)
+
+
+def _rattled_ethanol(seed: int = 4) -> Atoms:
+    atoms = ethanol()
+    atoms.rattle(0.1, seed=seed)  # breaks the mirror plane: the structure is chiral
+    return atoms
+
+
+def _symmetry_errors(model, b: Batch, proper: bool) -> float:
+    errs = []
+    for seed in (1, 2):
+        rot = random_rotation(seed, proper=proper)
+        ref, out = model(b), model(transform(b, rot))
+        errs += [rel_err(out["energy"], ref["energy"]), rel_err(out["forces"], ref["forces"] @ rot.T)]
+    return max(errs)
+
+
+@pytest.mark.parametrize("lmax,mmax", [(1, None), (2, None), (3, None), (4, 4), (3, 1), (2, 0)])
+def test_every_lmax_is_equivariant(lmax, mmax):
+    torch.manual_seed(0)
+    model = build("esen", 4, lmax=lmax, mmax=mmax, num_layers=2).double()
+    b = _batch([_rattled_ethanol(), water()])
+    err_rot, err_ref = _symmetry_errors(model, b, True), _symmetry_errors(model, b, False)
+    print(f"lmax={lmax} mmax={model.mmax}: rotation {err_rot:.1e} reflection {err_ref:.1e}")
+    assert err_rot < 1e-8 and err_ref < 1e-8
+    assert model(b)["forces"].abs().max() > 1e-4
+
+
+def test_so3_parity_is_rotation_equivariant_but_chiral():
+    """parity='so3' (eSCN's complex weights) keeps rotations exact and tells mirror images apart."""
+    torch.manual_seed(0)
+    model = build("esen", 4, parity="so3", num_layers=2).double()
+    b = _batch([_rattled_ethanol()])
+    err_rot, err_ref = _symmetry_errors(model, b, True), _symmetry_errors(model, b, False)
+    print(f"so3: rotation {err_rot:.1e} reflection {err_ref:.1e}")
+    assert err_rot < 1e-8 and err_ref > 1e-3
+    assert count_parameters(model) > count_parameters(build("esen", 4, num_layers=2))
+
+
+def test_edges_along_polar_axis():
+    """Bonds exactly along ±y (e3nn's polar axis): finite outputs, gradients, and FD-exact forces."""
+    torch.manual_seed(0)
+    atoms = Atoms("OCO", positions=[[0.0, -1.16, 0.0], [0.0, 0.0, 0.0], [0.0, 1.16, 0.0]])
+    b = _batch([atoms])
+    direct = build("esen", 4, num_layers=2).double()
+    out = direct(b)
+    out["forces"].pow(2).sum().backward()
+    assert torch.isfinite(out["forces"]).all()
+    assert all(torch.isfinite(p.grad).all() for p in direct.parameters() if p.grad is not None)
+    # by symmetry the direct forces point along y (and the centre's vanishes): no noise blown up by the norm
+    assert out["forces"][:, [0, 2]].abs().max() < 1e-10 * out["forces"].abs().max()
+    assert out["forces"][1].abs().max() < 1e-10 * out["forces"].abs().max()
+    model = build("esen", 4, num_layers=2, forces="conservative").double()
+    forces = model(b)["forces"]
+    assert torch.isfinite(forces).all()
+    h = 1e-5
+    fd = torch.empty(9, dtype=F64)
+    with torch.no_grad():
+        for c in range(9):
+            e = []
+            for sign in (1.0, -1.0):
+                pos = b.pos.clone()
+                pos.view(-1)[c] += sign * h
+                e.append(model(b.replace(pos=pos))["energy"].sum())
+            fd[c] = -(e[0] - e[1]) / (2 * h)
+    err = rel_err(forces.reshape(-1), fd)
+    print(f"polar-axis FD error {err:.1e} (|F| {fd.abs().max():.1e})")
+    assert fd.abs().max() > 1e-4 and err < 1e-6
+
+
+def test_force_head_reads_l1_channels():
+    """Direct forces are a linear map of the ℓ=1 features: zero head -> zero forces."""
+    torch.manual_seed(0)
+    model = build("esen", 4, num_layers=1).double()
+    b = _batch([water()])
+    assert model(b)["forces"].abs().max() > 0
+    model.force_head.weight.data.zero_()
+    assert torch.all(model(b)["forces"] == 0)
+
+
+def test_options_change_the_model():
+    base = count_parameters(build("esen", 8))
+    for opts in ({"lmax": 2}, {"mmax": 4}, {"num_layers": 2}, {"num_basis": 4}, {"radial_hidden": 16},
+                 {"ffn_factor": 1}, {"parity": "so3"}):
+        assert count_parameters(build("esen", 8, **opts)) != base, opts
+    torch.manual_seed(0)
+    b = _batch([water()])
+    ref = build("esen", 4, num_layers=1).double()
+    e_ref = ref(b)["energy"]
+    other = build("esen", 4, num_layers=1, avg_neighbors=3.0).double()
+    other.load_state_dict(ref.state_dict())
+    assert not torch.allclose(other(b)["energy"], e_ref)
+
+
+@pytest.mark.parametrize("opts", [{"lmax": 5}, {"lmax": 0}, {"mmax": 3, "lmax": 2}, {"num_layers": 0},
+                                  {"parity": "o2"}, {"avg_neighbors": -1.0}, {"lmax": 2.5}])
+def test_bad_options_are_config_errors(opts):
+    with pytest.raises(ConfigError, match="esen"):
+        build("esen", 8, **opts)
