@@ -193,13 +193,12 @@ def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | N
     elif ckpt_path.exists() or (run_dir / "metrics.jsonl").exists():
         raise ConfigError(f"out: {run_dir} already holds a run; pass --resume to continue it or choose "
                           f"another directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
     device = resolve_device(cfg.device)
     if cfg.dtype == "bfloat16" and device.type != "cuda":
         raise ConfigError(f"dtype: bfloat16 autocast needs CUDA (device resolved to {device.type})")
     _seed_everything(cfg.seed)
-    s = prepare(cfg, device)
+    s = prepare(cfg, device)  # every configuration / data error surfaces here, before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
     return _train(cfg, s, run_dir, resolved_yaml, resuming, quiet, callback)
 
 
