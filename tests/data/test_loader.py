@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_synth import emt_structures
+from data_synth import emt_structures, periodic_structures
 
 from symscale.data import Batch, PreparedDataset, StreamingLoader, write_prepared
 from symscale.errors import ConfigError, DataError
@@ -37,14 +37,30 @@ def test_one_epoch_visits_every_structure_once_with_exact_tokens(ds):
     assert list(loader) == []  # single pass: exhausted
 
 
-def test_batch_content_matches_the_stored_structures(ds):
-    loader = StreamingLoader(ds, batch_size=4, cutoff=3.0, seed=2, dtype=torch.float64)
-    idx = next(iter(StreamingLoader(ds, batch_size=4, seed=2).batch_indices()))
-    batch = next(iter(loader))
-    ref = Batch.from_structures(ds.structures(idx), cutoff=3.0, dtype=torch.float64)
-    for name in ("pos", "numbers", "batch", "edge_index", "edge_shift", "n_atoms", "energy", "forces"):
-        assert torch.equal(getattr(batch, name), getattr(ref, name)), name
-    assert batch.pos.dtype == torch.float64
+FIELDS = ("pos", "numbers", "batch", "edge_index", "edge_shift", "n_atoms", "energy", "forces", "cell")
+
+
+@pytest.mark.parametrize("max_neighbors, dtype", [(None, torch.float64), (None, torch.float32), (3, torch.float32)])
+def test_batches_equal_batch_from_structures(ds, max_neighbors, dtype):
+    """The fast molecular path and the general path give exactly what Batch.from_structures gives."""
+    kwargs = dict(batch_size=7, cutoff=3.0, seed=2, max_neighbors=max_neighbors)
+    orders = list(StreamingLoader(ds, **kwargs).batch_indices())
+    for idx, batch in zip(orders, StreamingLoader(ds, dtype=dtype, **kwargs)):
+        ref = Batch.from_structures(ds.structures(idx), cutoff=3.0, dtype=dtype, max_neighbors=max_neighbors)
+        for name in FIELDS:
+            a, b = getattr(batch, name), getattr(ref, name)
+            assert (a is None and b is None) or torch.equal(a, b), name
+        assert batch.pos.dtype == dtype
+
+
+def test_periodic_dataset_batches(tmp_path):
+    structs = periodic_structures(n=5)
+    ds = PreparedDataset(write_prepared(structs, tmp_path / "cu", source="cu", val_fraction=0.0))
+    (batch,) = list(StreamingLoader(ds, batch_size=8, cutoff=4.0, shuffle=False))
+    ref = Batch.from_structures(structs, cutoff=4.0)
+    assert batch.cell is not None and torch.equal(batch.edge_index, ref.edge_index)
+    torch.testing.assert_close(batch.edge_shift, ref.edge_shift)
+    torch.testing.assert_close(batch.forces, ref.forces)
 
 
 def test_epochs_reshuffle_and_seed_fixes_order(ds):

@@ -129,21 +129,38 @@ class StreamingLoader:
             yield self.make_batch(chunk)
 
     def make_batch(self, indices: np.ndarray) -> Batch:
-        """The :class:`Batch` of the structures ``indices`` (neighbour lists built with vesin)."""
+        """The :class:`Batch` of the structures ``indices``.
+
+        Molecular batches without ``max_neighbors`` take a fast path: the molecules are laid out side by
+        side, more than ``cutoff`` apart, and one vesin call lists the neighbours of the whole batch; the
+        edges are the same (in the same order) as :meth:`Batch.from_structures` gives, which is used
+        for periodic structures and for ``max_neighbors``.
+        """
         ds = self.dataset
+        indices = np.asarray(indices, dtype=np.int64)
         atoms = ds.atom_indices(indices)  # one gather per array instead of per-structure reads
         numbers, positions, forces = ds.numbers[atoms], ds.positions[atoms], ds.forces[atoms]
         counts = ds.n_atoms[indices]
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        structures = []
-        for k, i in enumerate(indices):
-            a, b = bounds[k], bounds[k + 1]
-            structures.append(Structure(
-                numbers=numbers[a:b], positions=positions[a:b], energy=float(ds.energy[i]), forces=forces[a:b],
+        periodic = ds.pbc is not None and bool(np.any(ds.pbc[indices]))
+        if periodic or self.max_neighbors is not None:
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            structures = [Structure(
+                numbers=numbers[bounds[k]:bounds[k + 1]], positions=positions[bounds[k]:bounds[k + 1]],
+                energy=float(ds.energy[i]), forces=forces[bounds[k]:bounds[k + 1]],
                 cell=None if ds.cell is None else ds.cell[i],
-                pbc=np.zeros(3, dtype=bool) if ds.pbc is None else ds.pbc[i]))
-        return Batch.from_structures(structures, cutoff=self.cutoff, max_neighbors=self.max_neighbors,
-                                     dtype=self.dtype)
+                pbc=np.zeros(3, dtype=bool) if ds.pbc is None else ds.pbc[i]) for k, i in enumerate(indices)]
+            return Batch.from_structures(structures, cutoff=self.cutoff, max_neighbors=self.max_neighbors,
+                                         dtype=self.dtype)
+        dtype = self.dtype or torch.get_default_dtype()
+        pos = positions.astype(np.float64)
+        batch = np.repeat(np.arange(len(indices), dtype=np.int64), counts)
+        edge_index = _molecular_edges(pos, batch, counts, self.cutoff)
+        return Batch(pos=torch.as_tensor(pos, dtype=dtype), numbers=torch.as_tensor(numbers, dtype=torch.long),
+                     batch=torch.as_tensor(batch), edge_index=torch.as_tensor(edge_index),
+                     edge_shift=torch.zeros((edge_index.shape[1], 3), dtype=dtype),
+                     n_atoms=torch.as_tensor(counts, dtype=torch.long),
+                     energy=torch.as_tensor(np.asarray(ds.energy[indices], dtype=np.float64), dtype=dtype),
+                     forces=torch.as_tensor(forces.astype(np.float64), dtype=dtype), cell=None)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
@@ -182,3 +199,31 @@ def _choose_subset(indices: np.ndarray, subset: float | int | None, seed: int) -
         k = max(1, int(round(subset * n)))
     rng = np.random.default_rng([seed, 0])
     return np.sort(np.asarray(indices, dtype=np.int64)[rng.choice(n, size=k, replace=False)])
+
+
+def _molecular_edges(pos: np.ndarray, batch: np.ndarray, counts: np.ndarray, cutoff: float) -> np.ndarray:
+    """Full neighbour list (``(2, E)``, sorted by centre then neighbour) of a batch of isolated molecules.
+
+    Molecule ``k`` is translated along x so that the gap between consecutive bounding boxes exceeds
+    ``cutoff``; a single vesin call then finds every intra-molecular pair (no pair spans two molecules).
+    """
+    from vesin import NeighborList
+
+    n_mol = len(counts)
+    lo = np.full((n_mol, 3), np.inf)
+    hi = np.full((n_mol, 3), -np.inf)
+    np.minimum.at(lo, batch, pos)
+    np.maximum.at(hi, batch, pos)
+    width = hi[:, 0] - lo[:, 0]
+    start = np.concatenate([[0.0], np.cumsum(width + 2.0 * cutoff + 1.0)[:-1]])
+    shifted = pos.copy()
+    shifted[:, 0] += (start - lo[:, 0])[batch]
+    shifted[:, 1:] -= lo[batch, 1:]
+    i, j = NeighborList(cutoff=float(cutoff), full_list=True).compute(
+        points=shifted, box=np.zeros((3, 3)), periodic=False, quantities="ij")
+    i, j = i.astype(np.int64), j.astype(np.int64)
+    same = batch[i] == batch[j]  # guaranteed by the gaps; kept as a cheap safety net
+    i, j = i[same], j[same]
+    order = np.lexsort((j, i))
+    return np.stack([i[order], j[order]])
+
