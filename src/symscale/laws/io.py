@@ -1,0 +1,226 @@
+"""Inputs of the law fits: checkpoints (N, D, C, H, loss) per group, from a CSV or a study directory.
+
+A *group* is one architecture (or architecture variant); a *run* is one training run (one N); a *checkpoint*
+is one evaluation of a run. Everything is validated on reading; problems raise
+:class:`symscale.errors.DataError` with a one-line message naming the file, the line and the column/key.
+
+Study directories (see ``docs/contracts.md``): any directory whose sub-directories, at any depth, hold
+``summary.json`` + ``metrics.jsonl``. Decisions (documented in ``docs/laws.md``):
+
+- group = ``summary["model"]``, suffixed ``"-<variant>"`` when the summary records ``variant`` (or ``tag``);
+- ``status == "diverged"`` runs keep the checkpoints logged before the first non-finite loss; a non-finite
+  loss in any other run is an error; ``running`` runs are used as they are (partial curves are valid);
+- κ per group = median of the runs' ``kappa`` (summary, else metrics), else median of ``C / (3 N D)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class GroupData:
+    """All checkpoints of one group. Arrays have one entry per checkpoint.
+
+    Attributes:
+        name: group name. run: (n,) integer run index into ``run_names``. N: parameters. D: tokens (atoms).
+        C: compute (FLOPs). H: wall time in seconds, or None when unknown. loss: the fitted loss.
+        kappa: the group's κ (FLOPs per parameter per atom, forward). run_names: label of each run.
+        run_status: status of each run (``completed`` for CSV input). source: file or directory read.
+    """
+
+    name: str
+    run: np.ndarray
+    N: np.ndarray
+    D: np.ndarray
+    C: np.ndarray
+    H: np.ndarray | None
+    loss: np.ndarray
+    kappa: float
+    run_names: list[str]
+    run_status: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.run_names)
+
+    @property
+    def n_points(self) -> int:
+        return int(self.loss.shape[0])
+
+    def take(self, mask: np.ndarray) -> "GroupData":
+        """The checkpoints selected by boolean ``mask`` (run labels kept)."""
+        return replace(self, run=self.run[mask], N=self.N[mask], D=self.D[mask], C=self.C[mask],
+                       H=None if self.H is None else self.H[mask], loss=self.loss[mask])
+
+
+def drop_warmup(group: GroupData, fraction: float) -> GroupData:
+    """Drop each run's checkpoints seen before ``fraction`` of that run's final token count."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"--drop-fraction must be in [0, 1), got {fraction}")
+    d_max = np.zeros(group.n_runs)
+    np.maximum.at(d_max, group.run, group.D)
+    return group.take(group.D >= fraction * d_max[group.run])
+
+
+def _number(text: str, where: str, column: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: column '{column}' is not a number ({text!r})") from None
+    if math.isnan(value):
+        raise DataError(f"{where}: column '{column}' is NaN")
+    if math.isinf(value):
+        raise DataError(f"{where}: column '{column}' is infinite")
+    return value
+
+
+def _positive(value: float, where: str, column: str) -> float:
+    if value <= 0:
+        raise DataError(f"{where}: column '{column}' must be > 0 (got {value:g})")
+    return value
+
+
+def _assemble(rows: dict[str, list[tuple]], kappas: dict[str, list[float]], status: dict[tuple, str],
+              source: str, has_time: bool) -> dict[str, GroupData]:
+    """Build GroupData from ``rows[group] = [(run_label, N, D, C, H, loss), ...]``."""
+    groups = {}
+    for name in sorted(rows):
+        pts = rows[name]
+        labels = sorted({p[0] for p in pts}, key=lambda lab: (min(p[1] for p in pts if p[0] == lab), lab))
+        if len(labels) < 2:
+            raise DataError(f"{source}: group '{name}' has {len(labels)} run (need at least 2)")
+        index = {lab: i for i, lab in enumerate(labels)}
+        arr = np.array([p[1:] for p in pts], dtype=float)
+        N, D, C, H, loss = arr.T
+        kap = kappas.get(name) or []
+        kappa = float(np.median(kap)) if kap else float(np.median(C / (3.0 * N * D)))
+        groups[name] = GroupData(
+            name=name, run=np.array([index[p[0]] for p in pts], dtype=int), N=N, D=D, C=C,
+            H=H if has_time and np.all(np.isfinite(H)) else None, loss=loss, kappa=kappa,
+            run_names=labels, run_status=[status.get((name, lab), "completed") for lab in labels],
+            source=source)
+    if not groups:
+        raise DataError(f"{source}: no checkpoints found")
+    return groups
+
+
+def load_csv(path: str | Path, *, group_col: str = "group", n_col: str = "N", d_col: str = "D",
+             c_col: str = "C", loss_col: str = "loss", run_col: str | None = None,
+             time_col: str | None = None, kappa_col: str | None = None) -> dict[str, GroupData]:
+    """Read checkpoints from a CSV with one row per checkpoint.
+
+    A run is ``(group, run_col)`` when ``run_col`` is given, else ``(group, N)``. κ per group comes from
+    ``kappa_col`` (median) when given, else the median of ``C / (3 N D)``. Time may be 0 (such points are
+    left out of the time frontier only); N, D, C and loss must be > 0.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        needed = [("--group-col", group_col), ("--n-col", n_col), ("--d-col", d_col), ("--c-col", c_col),
+                  ("--loss-col", loss_col), ("--run-col", run_col), ("--time-col", time_col),
+                  ("--kappa-col", kappa_col)]
+        for flag, col in needed:
+            if col is not None and col not in header:
+                raise DataError(f"{path}: missing column '{col}' ({flag}); columns are {', '.join(header)}")
+        rows: dict[str, list[tuple]] = {}
+        kappas: dict[str, list[float]] = {}
+        for lineno, row in enumerate(reader, start=2):
+            where = f"{path}: line {lineno}"
+            group = (row.get(group_col) or "").strip()
+            if not group:
+                raise DataError(f"{where}: column '{group_col}' is empty")
+            N, D, C, loss = (_positive(_number(row.get(col), where, col), where, col)
+                             for col in (n_col, d_col, c_col, loss_col))
+            H = float("nan")
+            if time_col is not None:
+                H = _number(row.get(time_col), where, time_col)
+                if H < 0:
+                    raise DataError(f"{where}: column '{time_col}' must be >= 0 (got {H:g})")
+            if kappa_col is not None:
+                kappas.setdefault(group, []).append(
+                    _positive(_number(row.get(kappa_col), where, kappa_col), where, kappa_col))
+            label = row[run_col].strip() if run_col is not None else f"N={N:.6g}"
+            rows.setdefault(group, []).append((label, N, D, C, H, loss))
+    return _assemble(rows, kappas, {}, str(path), time_col is not None)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run directories (holding ``summary.json``) under ``root`` at any depth, sorted."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob("summary.json"))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_study(root: str | Path, *, loss_key: str = "loss") -> dict[str, GroupData]:
+    """Read every run directory under ``root`` (see the module docstring for the decisions taken)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    rows: dict[str, list[tuple]] = {}
+    kappas: dict[str, list[float]] = {}
+    status: dict[tuple, str] = {}
+    for run_dir in find_runs(root):
+        summary = _read_json(run_dir / "summary.json")
+        metrics_path = run_dir / "metrics.jsonl"
+        if not metrics_path.is_file():
+            raise DataError(f"{metrics_path}: missing (run directory without metrics)")
+        if "model" not in summary:
+            raise DataError(f"{run_dir / 'summary.json'}: missing key 'model'")
+        group = str(summary["model"])
+        variant = summary.get("variant") or summary.get("tag")
+        if variant:
+            group = f"{group}-{variant}"
+        label = str(summary.get("run_id") or run_dir.relative_to(root))
+        run_status = str(summary.get("status", "completed"))
+        status[(group, label)] = run_status
+        run_kappa = [float(summary["kappa"])] if summary.get("kappa") else []
+        for lineno, line in enumerate(metrics_path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{metrics_path}: line {lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: invalid JSON") from None
+            for key in ("params", "tokens", "compute", loss_key):
+                if key not in rec or rec[key] is None:
+                    raise DataError(f"{where}: missing key '{key}'")
+            loss = float(rec[loss_key])
+            if not math.isfinite(loss):
+                if run_status == "diverged":
+                    break  # keep what was logged before the divergence
+                raise DataError(f"{where}: key '{loss_key}' is not finite ({loss})")
+            vals = [_positive(_number(rec[k], where, k), where, k) for k in ("params", "tokens", "compute")]
+            _positive(loss, where, loss_key)
+            H = rec.get("train_time_s")
+            if H is None:
+                H = float("nan")  # a group with any missing time has no time frontier
+            if rec.get("kappa") and not run_kappa:
+                run_kappa = [float(rec["kappa"])]
+            rows.setdefault(group, []).append((label, *vals, float(H), loss))
+        kappas.setdefault(group, []).extend(run_kappa)
+    if not rows:
+        raise DataError(f"{root}: no run directories (summary.json + metrics.jsonl) found")
+    return _assemble(rows, kappas, status, str(root), True)
