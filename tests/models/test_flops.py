@@ -66,6 +66,15 @@ def test_kappa_positive_and_step_about_three_forward(family, ref):
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
+def test_batch_follows_model_dtype(ref):
+    torch.manual_seed(0)
+    model = build("egnn", 16)
+    k32 = measure_kappa(model, ref)
+    k64 = measure_kappa(model.double(), ref)  # the float32 reference batch is cast to float64
+    assert k64["forward_flops"] == k32["forward_flops"]
+    assert training_step_flops(model, ref)["forward_flops"] == k32["forward_flops"]
+
+
 def test_mpnn_kappa_close_to_two(ref):
     """Node-level matmuls dominate the MPNN, so κ is slightly above 2 (the study: 2.33)."""
     k = measure_kappa(build("mpnn", 128), ref)

@@ -80,20 +80,25 @@ class _ElementwiseCounter(TorchDispatchMode):
         return out
 
 
-def _copy_pos(batch: Batch) -> Batch:
+def _prepare(model: torch.nn.Module, batch: Batch) -> Batch:
+    """``batch`` on the model's device and floating dtype, with positions as a non-leaf copy."""
+    p = next(model.parameters(), None)
+    if p is not None:
+        batch = batch.to(p.device, p.dtype)
     return batch.replace(pos=batch.pos * 1.0)
 
 
 def measure_kappa(model: torch.nn.Module, batch: Batch) -> dict[str, float | int]:
     """κ = forward FLOPs / (params × atoms) of ``model`` on ``batch`` (matmul FLOPs, see module doc).
 
-    The forward pass is ``model(batch)`` exactly as used in training, including the isolated-atom
+    The batch is moved to the model's device and dtype. The forward pass is ``model(batch)`` exactly as
+    used in training, including the isolated-atom
     reference pass of :class:`ForceFieldModel` (tiny) and, for conservative models, the force gradient.
 
     Returns ``{"kappa", "forward_flops", "params", "atoms", "edges", "kappa_elementwise"}``.
     """
     params = count_parameters(model)
-    b = _copy_pos(batch)
+    b = _prepare(model, batch)
     counter, elementwise = FlopCounterMode(display=False), _ElementwiseCounter()
     with torch.no_grad(), counter, elementwise:
         model(b)
@@ -135,7 +140,7 @@ def training_step_flops(model: torch.nn.Module, batch: Batch,
     loss_fn = loss_fn or default_loss
     was_training = model.training
     model.train()
-    b = _copy_pos(batch)
+    b = _prepare(model, batch)
     try:
         fwd, bwd = FlopCounterMode(display=False), FlopCounterMode(display=False)
         with fwd:
