@@ -137,3 +137,13 @@ def test_units_flag_converts(tmp_path, capsys, structures):
     factor = units.kcal / units.mol
     np.testing.assert_allclose(np.asarray(ds.energy), [s.energy * factor for s in same])
     assert ds.metadata["reader_options"]["units"] == "kcal/mol"
+
+
+def test_data_group_help_lists_commands(capsys):
+    assert main(["data"]) == 0
+    out = capsys.readouterr().out
+    assert "prepare" in out and "info" in out
+    import importlib.util
+
+    if importlib.util.find_spec("symscale.data.generate") is not None:  # hooked in when present
+        assert "generate" in out
