@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from data_synth import emt_structures, periodic_structures
+from data_synth import periodic_structures
 
 from symscale.data import PreparedDataset, Structure, open_dataset, write_prepared
 from symscale.data.splits import make_splits
@@ -177,3 +177,20 @@ def test_default_sized_dataset_fits_in_5_mb(tmp_path):
     out = write_prepared(structs, tmp_path / "ds", source="synthetic")
     size = sum(f.stat().st_size for f in out.iterdir())
     assert size < 5 * 2**20
+
+
+def test_periodic_validation_errors():
+    from symscale.data.validate import validate_structure
+
+    flat = Structure([29], [[0, 0, 0]], 1.0, np.zeros((1, 3)), cell=np.zeros((3, 3)), pbc=[True] * 3)
+    with pytest.raises(DataError, match=r"cu.xyz: structure 2: periodic structure with a degenerate"):
+        validate_structure(flat, 2, "cu.xyz")
+    tiny = Structure([29], [[0, 0, 0]], 1.0, np.zeros((1, 3)), cell=np.eye(3) * 0.05, pbc=[True] * 3)
+    with pytest.raises(DataError, match="atom 0 overlaps its periodic image"):
+        validate_structure(tiny, 0, "cu.xyz")
+    ok = Structure([29], [[0, 0, 0]], 1.0, np.zeros((1, 3)), cell=np.eye(3) * 2.5, pbc=[True] * 3)
+    validate_structure(ok, 0, "cu.xyz")
+    unlabelled = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]])
+    validate_structure(unlabelled, 0, "h2.xyz", require_labels=False)
+    with pytest.raises(DataError, match="h2.xyz: structure 0: missing energy"):
+        validate_structure(unlabelled, 0, "h2.xyz")

@@ -7,7 +7,6 @@ import ase.io
 import numpy as np
 import pytest
 from ase import units
-from ase.calculators.singlepoint import SinglePointCalculator
 from data_synth import periodic_structures
 
 from symscale.data import read_structures, write_prepared
