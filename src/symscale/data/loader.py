@@ -133,7 +133,8 @@ class StreamingLoader:
 
         Molecular batches without ``max_neighbors`` take a fast path: the molecules are laid out side by
         side, more than ``cutoff`` apart, and one vesin call lists the neighbours of the whole batch; the
-        edges are the same (in the same order) as :meth:`Batch.from_structures` gives, which is used
+        edges are the same (in the same order, up to rounding for pairs within ~1e-12 Å of the cutoff)
+        as :meth:`Batch.from_structures` gives, which is used
         for periodic structures and for ``max_neighbors``.
         """
         ds = self.dataset
