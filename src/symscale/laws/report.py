@@ -1,0 +1,151 @@
+"""The laws report: one self-contained HTML file (figures embedded as base64 PNG) and its markdown twin.
+
+It is built from the ``fit`` JSON document alone plus the PNG figures next to it, so a previous
+``symscale fit --plots DIR`` directory (which holds ``fit.json``) can be reported on without refitting.
+Sections: exponents with 95 % CIs; consistency checks (γ_c vs αβ/(α+β), a + b = 1, a ≈ b); allocation;
+frontier model selection and back-test; inventory of runs; warnings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+EXPONENTS = [("gamma_c", "γ_c (FLOPs)"), ("gamma_h", "γ_h (time)"), ("alpha", "α (params)"),
+             ("beta", "β (data)"), ("gamma_c_derived", "γ derived αβ/(α+β)"), ("a", "a (N* ∝ C^a)"),
+             ("b", "b (D* ∝ C^b)"), ("L_inf", "L∞"), ("A", "A"), ("B", "B")]
+
+
+def fmt_q(q: dict | None, digits: int = 4) -> str:
+    """``value [low, high]`` of a quantity, or ``–``."""
+    if not q or q.get("value") is None:
+        return "–"
+    lo, hi = q.get("ci_low"), q.get("ci_high")
+    ci = f" [{lo:.{digits}g}, {hi:.{digits}g}]" if lo is not None and hi is not None else ""
+    return f"{q['value']:.{digits}g}{ci}"
+
+
+def _inside(x: float, q: dict | None) -> bool | None:
+    if not q or q.get("ci_low") is None or q.get("ci_high") is None:
+        return None
+    return q["ci_low"] <= x <= q["ci_high"]
+
+
+def consistency(g: dict) -> list[tuple[str, str, str]]:
+    """(check, figures, verdict) rows for one group."""
+    rows = []
+    gc, gd = g.get("gamma_c"), g.get("gamma_c_derived")
+    if gc and gd:
+        overlap = (None if None in (gc.get("ci_low"), gd.get("ci_low"))
+                   else gc["ci_low"] <= gd["ci_high"] and gd["ci_low"] <= gc["ci_high"])
+        rows.append(("γ_c ≈ αβ/(α+β)", f"{gc['value']:.4g} vs {gd['value']:.4g}",
+                     {True: "consistent (CIs overlap)", False: "inconsistent (CIs disjoint)",
+                      None: "no CI"}[overlap]))
+    a, b = g.get("a"), g.get("b")
+    if a and b:
+        rows.append(("a + b = 1", f"{a['value'] + b['value']:.6f}",
+                     "holds" if abs(a["value"] + b["value"] - 1) < 1e-9 else "violated"))
+        inside = _inside(0.5, a)
+        rows.append(("a ≈ b ≈ 0.5", f"a = {fmt_q(a, 3)}",
+                     {True: "0.5 inside a's CI", False: "0.5 outside a's CI", None: "no CI"}[inside]))
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]], md: bool) -> str:
+    if md:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+
+
+def _sections(doc: dict, md: bool) -> list[tuple[str, str]]:
+    groups = doc.get("groups", {})
+    names = list(groups)
+    out = []
+    rows = [[label] + [fmt_q(groups[n].get(key)) for n in names] for key, label in EXPONENTS]
+    rows.append(["runs / checkpoints"] + [f"{groups[n]['n_runs']} / {groups[n]['n_points']}" for n in names])
+    out.append(("Exponents (value [95% CI], bootstrap over runs)", _table(["quantity"] + names, rows, md)))
+    rows = [[n, *c] for n in names for c in consistency(groups[n])]
+    out.append(("Consistency checks", _table(["group", "check", "figures", "verdict"], rows, md)))
+    rows = []
+    for n in names:
+        al = groups[n].get("allocation") or {}
+        rows.append([n, f"{al.get('kappa', float('nan')):.4g}", fmt_q(al.get("G")), f"{al.get('C_ref', 0):.3g}",
+                     fmt_q(al.get("N_star_at_C_ref")), fmt_q(al.get("D_star_at_C_ref")), fmt_q(groups[n].get("a"))])
+    out.append(("Compute-optimal allocation: N*(C) = G·(C/3κ)^a, D* = (C/3κ)/N*",
+                _table(["group", "κ", "G", "C_ref", "N*(C_ref)", "D*(C_ref)", "a"], rows, md)))
+    rows = []
+    for n in names:
+        for axis in ("frontier_c", "frontier_h"):
+            fr = groups[n].get(axis)
+            if not fr:
+                continue
+            bt = groups[n].get("backtest", {}) if axis == "frontier_c" else {}
+            rows.append([n, "C" if axis == "frontier_c" else "H", fmt_q(fr["fixed"]["gamma"]),
+                         fmt_q(fr["free"]["gamma"]), fmt_q(fr["free"]["L_inf"]),
+                         _num(fr["fixed"]["aicc"]), _num(fr["free"]["aicc"]), fr["selected"],
+                         _num(bt.get("fixed")), _num(bt.get("free"))])
+    out.append(("Frontier models (L∞ = 0 vs free) and extrapolation back-test (relative error on the top "
+                "20% of log C)", _table(["group", "axis", "γ (L∞=0)", "γ (free)", "L∞ (free)", "AICc L∞=0",
+                                          "AICc free", "selected", "back-test L∞=0", "back-test free"], rows, md)))
+    rows = [[n, r["run"], r["status"], f"{r['N']:.4g}", str(r["n_points"]), f"{r['D_max']:.4g}",
+             f"{r['C_max']:.4g}", f"{r['best_loss']:.5g}"] for n in names for r in groups[n].get("runs", [])]
+    out.append(("Inventory of runs", _table(["group", "run", "status", "N", "points", "D max", "C max",
+                                             "best loss"], rows, md)))
+    rows = [[n, w] for n in names for w in groups[n].get("warnings", [])]
+    out.append(("Warnings", _table(["group", "warning"], rows or [["–", "none"]], md)))
+    return out
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:.4g}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(doc: dict, out_dir: str | Path, image_dir: str | Path | None = None,
+                 title: str = "symscale laws report") -> tuple[Path, Path]:
+    """Write ``report.html`` (self-contained) and ``report.md`` into ``out_dir``; returns both paths.
+
+    ``image_dir`` (default ``out_dir``) holds the PNG/SVG figures of :mod:`.plots`; the HTML embeds the PNGs,
+    the markdown links to them by relative path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image_dir = Path(image_dir) if image_dir is not None else out_dir
+    images = sorted(image_dir.glob("*.png"), key=lambda p: (not p.stem.startswith(("frontiers", "exponents",
+                                                                                    "allocation")), p.stem))
+    settings = doc.get("settings", {})
+    setting_line = ", ".join(f"{k} = {v}" for k, v in settings.items())
+    parts_md = [f"# {title}\n", f"Settings: {setting_line}\n" if setting_line else ""]
+    parts_html = [f"<h1>{html.escape(title)}</h1>",
+                  f"<p>Settings: {html.escape(setting_line)}</p>" if setting_line else ""]
+    for (heading, md_table), (_, html_table) in zip(_sections(doc, True), _sections(doc, False)):
+        parts_md.append(f"## {heading}\n\n{md_table}")
+        parts_html.append(f"<h2>{html.escape(heading)}</h2>{html_table}")
+    parts_md.append("## Figures\n")
+    parts_html.append("<h2>Figures</h2>")
+    for img in images:
+        rel = os.path.relpath(img, out_dir)
+        parts_md.append(f"![{img.stem}]({rel})\n")
+        data = base64.b64encode(img.read_bytes()).decode("ascii")
+        parts_html.append(f'<figure><img alt="{html.escape(img.stem)}" src="data:image/png;base64,{data}">'
+                          f"<figcaption>{html.escape(img.stem)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}")
+    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(parts_html) + "\n</body></html>\n")
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    _atomic_write(html_path, page)
+    _atomic_write(md_path, "\n".join(parts_md))
+    return html_path, md_path
