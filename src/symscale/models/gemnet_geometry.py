@@ -153,3 +153,32 @@ def dihedral_harmonics(x: torch.Tensor, y: torch.Tensor, num: int) -> torch.Tens
         re, im = re * x - im * y, re * y + im * x
         out.append(re)
     return torch.stack(out, dim=-1)
+
+
+def dense_layout(dst: torch.Tensor, n_dst: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Padded layout of terms grouped by their target, for batched matrix products.
+
+    Terms ``t`` with target ``dst[t]`` are laid out in a ``(R, K)`` grid: one row per target that has
+    terms (``rows``, ascending), ``K`` = the most terms of any target. Returns ``(rows, slot, K)`` with
+    ``slot[t] = row(t) * K + rank of t within its row``; unused slots are padding.
+    """
+    device = dst.device
+    counts = torch.bincount(dst, minlength=n_dst)
+    rows = torch.nonzero(counts).squeeze(-1)
+    if dst.numel() == 0:
+        return rows, dst.new_zeros(0), 0
+    kmax = int(counts.max())
+    row_of = torch.cumsum(counts > 0, 0) - 1
+    order = torch.argsort(dst, stable=True)
+    d_sorted = dst[order]
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(dst.numel(), device=device) - start[d_sorted]
+    slot = torch.empty_like(dst)
+    slot[order] = row_of[d_sorted] * kmax + rank
+    return rows, slot, kmax
+
+
+def to_dense(values: torch.Tensor, slot: torch.Tensor, n_rows: int, kmax: int) -> torch.Tensor:
+    """Scatter per-term ``values`` ``(T, ...)`` into a zero-padded ``(R, K, ...)`` grid (differentiable)."""
+    out = values.new_zeros((n_rows * kmax,) + tuple(values.shape[1:]))
+    return out.index_copy(0, slot, values).view((n_rows, kmax) + tuple(values.shape[1:]))
