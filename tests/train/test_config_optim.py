@@ -20,6 +20,7 @@ from symscale.train.config import load_config, parse_config
     ({"device": "tpu"}, "device:"),
     ({"optimizer": {"betas": [0.9, 1.5]}}, "betas must lie in [0, 1)"),
     ({"batchsize": 3}, "batchsize: Extra inputs"),
+    ({"data": {"subset": 1.5}}, "data.subset: must be a count >= 1 or a fraction in (0, 1]"),
 ])
 def test_config_errors_are_one_line_and_name_the_field(data, field):
     with pytest.raises(ConfigError) as err:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 
@@ -28,16 +28,24 @@ class DataConfig(_Strict):
     """Where the structures come from and how they become graphs.
 
     ``path``: a prepared directory or any raw source :func:`symscale.data.open_dataset` accepts;
-    ``null`` = the embedded default dataset. ``val_size`` caps the validation subset (the first
-    ``val_size`` structures of the ``val`` split; ``null`` = the whole split). ``subset``: train on a fixed
-    subset of this many training structures (for multi-epoch runs, with ``epochs`` > 1).
+    ``null`` = the embedded default dataset. ``val_size`` caps the validation subset (a fixed seeded
+    choice of ``val_size`` structures of the ``val`` split; ``null`` = the whole split). ``subset``: train
+    on a fixed seeded subset of the training split, a count of structures (int) or a fraction (float in
+    (0, 1]); combine with ``epochs`` > 1 for multi-epoch runs.
     """
 
     path: str | None = None
     cutoff: float = Field(5.0, gt=0)
     max_neighbors: int | None = Field(None, ge=1)
     val_size: int | None = Field(256, ge=1)
-    subset: int | None = Field(None, ge=1)
+    subset: int | float | None = None
+
+    @field_validator("subset")
+    @classmethod
+    def _subset(cls, v: int | float | None) -> int | float | None:
+        if (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
+            raise ValueError(f"must be a count >= 1 or a fraction in (0, 1], got {v!r}")
+        return v
 
 
 class ModelConfig(_Strict):

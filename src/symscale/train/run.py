@@ -26,7 +26,7 @@ from . import checkpoint as ckpt_mod
 from .config import RunConfig, load_config, parse_config
 from .loss import LossFunction
 from .metrics import (EvalSchedule, MetricsLog, compute_multiplier, evaluate, evaluation_points,
-                      variant_tag, write_json_atomic)
+                      variant_tag, write_json_atomic, write_text_atomic)
 from .optim import (build_optimizer, clip_gradients, cosine_factor, eval_mode, hidden_parameters,
                     parameter_groups, set_lr, train_mode)
 
@@ -222,7 +222,8 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
         schedule.consume(int(counters["tokens"]))
         train_mode(opt)  # the checkpoint holds the evaluation weights; back to training weights
     else:
-        (run_dir / "config.yaml").write_text(resolved_yaml)
+        write_text_atomic(run_dir / "config.yaml", resolved_yaml)
+        write_text_atomic(metrics.path, "")
     summary = _summary(cfg, s, counters, "running", None)
     write_json_atomic(run_dir / "summary.json", summary)
 
@@ -232,7 +233,8 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
     status, reason = "completed", None
     progress = None if quiet else _progress(s.budget, counters["tokens"], cfg.run_id())
 
-    def do_eval() -> None:
+    def do_eval() -> bool:
+        """Evaluate, log, checkpoint; False when the validation loss is not finite (no checkpoint)."""
         eval_mode(opt)
         m = evaluate(net, s.val_batches, loss_fn, s.device, s.dtype,
                      autocast=torch.bfloat16 if cfg.dtype == "bfloat16" else None)
@@ -242,6 +244,9 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
                   "flops_measured": float(counters["flops_measured"]),
                   "train_time_s": float(counters["train_time_s"]), **m}
         metrics.append(record)
+        if not math.isfinite(m["loss"]):
+            train_mode(opt)
+            return False
         ckpt_mod.save_checkpoint(ckpt_path, {
             "model": s.spec, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
             "loader": loader.state_dict(), "rng": {**ckpt_mod.rng_state(), "augment": aug_gen.get_state()},
@@ -252,6 +257,7 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
         write_json_atomic(run_dir / "summary.json", _summary(cfg, s, counters, "running", None, record))
         if progress is not None:
             progress[0].update(progress[1], description=f"{cfg.run_id()} val loss {m['loss']:.4g}")
+        return True
 
     net.train()
     it = iter(loader)
@@ -303,15 +309,18 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
                           "grad_norm": gnorm})
             if progress is not None:
                 progress[0].update(progress[1], completed=min(counters["tokens"], s.budget))
-            if schedule.due(counters["tokens"]) and counters["tokens"] < s.budget:
-                do_eval()
+            if schedule.due(counters["tokens"]) and counters["tokens"] < s.budget and not do_eval():
+                status, reason = "diverged", f"non-finite validation loss at step {counters['step']}"
+                break
         if status == "completed" and counters["step"] > 0 and not _evaluated_at(metrics, counters["step"]):
-            do_eval()  # the end of training is always an evaluation point
+            if not do_eval():  # the end of training is always an evaluation point
+                status, reason = "diverged", f"non-finite validation loss at step {counters['step']}"
         if status == "completed" and counters["step"] == 0:
             status, reason = "diverged", "no training step was run (empty training data?)"
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C, a callback, or a crash: record it, keep the last checkpoint
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
         write_json_atomic(run_dir / "summary.json", _summary(
-            cfg, s, counters, "running", f"interrupted at step {counters['step']}; resume with --resume"))
+            cfg, s, counters, "running", f"{why} at step {counters['step']}; resume with --resume"))
         raise
     finally:
         if progress is not None:
