@@ -176,5 +176,7 @@ def test_multi_epoch_over_a_fixed_subset(emt_dataset, tmp_path):
     per_epoch = StreamingLoader(str(emt_dataset), "train", subset=16, seed=0).tokens_per_epoch
     assert summary["budget_tokens"] == round(2.5 * per_epoch)
     assert summary["budget_tokens"] <= summary["tokens"] < summary["budget_tokens"] + per_epoch
-    assert summary["steps"] == 5  # 16 structures / batch 8 = 2 steps per epoch; the 5th step crosses 2.5 epochs
+    # 16 structures / batch 8 = 2 steps per epoch; 2.5 epochs of atoms are reached in the 5th or 6th step
+    # (the 5th batch holds about, not exactly, half of the subset's atoms)
+    assert summary["steps"] in (5, 6)
     assert summary["variant"] == "subset16x2.5" and summary["status"] == "completed"
