@@ -153,3 +153,10 @@ def test_evaluation_points_are_log_spaced_and_end_at_budget():
     assert not sched.due(9) and sched.due(25)
     sched.consume(25)
     assert sched.points == [30]
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "run.yaml")
+    assert cfg.data.path is None and cfg.optimizer.name == "schedulefree" and cfg.mup.base_width == 64
