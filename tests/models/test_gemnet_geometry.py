@@ -164,3 +164,25 @@ def test_collinear_chain_is_nan_free_and_smooth():
     feats = geo.dihedral_harmonics(x, y, 3).sum() + cos_j.sum() + cos_k.sum()
     (grad,) = torch.autograd.grad(feats, pos)
     assert torch.isfinite(grad).all()
+
+
+def test_dense_layout_bmm_equals_scattered_outer_products():
+    """sum_t basis_t (x) x[src_t] per target, via the padded layout, equals the naive scatter."""
+    g = torch.Generator().manual_seed(2)
+    n_dst, n_terms = 9, 40
+    dst = torch.randint(0, n_dst, (n_terms,), generator=g)
+    dst[dst == 4] = 5  # a target without terms
+    src = torch.randint(0, n_dst, (n_terms,), generator=g)
+    basis = torch.randn(n_terms, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(n_dst, 4, generator=g, dtype=torch.float64)
+    naive = torch.zeros(n_dst, 3, 4, dtype=torch.float64).index_add_(0, dst, basis[:, :, None] * x[src][:, None])
+    rows, slot, kmax = geo.dense_layout(dst, n_dst)
+    assert kmax == int(torch.bincount(dst).max()) and 4 not in rows.tolist()
+    assert len(set(slot.tolist())) == n_terms and int(slot.max()) < rows.numel() * kmax
+    dense_b = geo.to_dense(basis, slot, rows.numel(), kmax)
+    dense_src = torch.zeros(rows.numel() * kmax, dtype=torch.long).index_copy(0, slot, src)
+    agg = torch.bmm(dense_b.transpose(1, 2), x[dense_src].view(rows.numel(), kmax, 4))
+    assert torch.allclose(agg, naive[rows], atol=1e-13)
+    assert torch.all(naive[4] == 0)
+    empty = geo.dense_layout(torch.zeros(0, dtype=torch.long), 3)
+    assert empty[0].numel() == 0 and empty[2] == 0

@@ -21,7 +21,8 @@ Architecture (width ``w`` = atom and edge embedding size, the single scaling kno
     times dihedral harmonics ``(sin_j sin_k)^m cos(m phi)`` x ``[1, cos_j, cos_k]``, mixed bilinearly;
   - the atoms (``m_ij <- [h_i, h_j, m_ij]``, at the start of the block); then atoms are updated from
     the sum of their edges gated by the radial basis;
-* an energy head per atom and the direct force head per edge.
+* after every block an output block: per-atom energies and per-edge force magnitudes ``f_ij``, summed
+  over blocks (as GemNet-OC does).
 
 Smoothness: each triplet / quadruplet term carries the product of polynomial envelopes of all its edges
 at its own cutoff and the dihedral features vanish where the dihedral is undefined, so the energy is
@@ -125,6 +126,24 @@ class _Block(nn.Module):
         return h, m
 
 
+class _Output(nn.Module):
+    """Output block after an interaction block (GemNet-OC sums them over blocks): a per-atom energy
+    from ``h`` and an invariant per-edge force magnitude ``f_ij`` from ``m``, gated by the radial basis
+    (so ``f_ij`` vanishes smoothly at the cutoff)."""
+
+    def __init__(self, width: int, num_radial: int):
+        super().__init__()
+        self.energy_mlp = MLP([width, width, 1], last_bias=False)  # a bias cancels in E - E_isolated
+        self.force_mlp = MLP([width, width, width])
+        self.force_radial = nn.Linear(num_radial, width, bias=False)
+
+    def energy(self, h: torch.Tensor) -> torch.Tensor:
+        return self.energy_mlp(h).squeeze(-1)
+
+    def force(self, m: torch.Tensor, rbf: torch.Tensor) -> torch.Tensor:
+        return (self.force_mlp(m) * self.force_radial(rbf)).sum(-1)
+
+
 class GemNet(ForceFieldModel):
     """GemNet-OC-like invariant model of body order 4 (see the module docstring).
 
@@ -170,9 +189,7 @@ class GemNet(ForceFieldModel):
         self.blocks = nn.ModuleList(
             _Block(width, num_radial, self.num_spherical, 3 * self.num_dihedral, trip_dim, quad_dim, quads)
             for _ in range(num_layers))
-        self.energy_head = MLP([width, width, 1], last_bias=False)  # a bias cancels in E - E_isolated
-        self.force_head = MLP([width, width, width])
-        self.force_radial = nn.Linear(num_radial, width, bias=False)
+        self.outputs = nn.ModuleList(_Output(width, num_radial) for _ in range(num_layers))
 
     # ------------------------------------------------------------------ geometry
     def interaction_graph(self, batch: Batch, vec: torch.Tensor, dist: torch.Tensor) -> dict:
@@ -214,12 +231,15 @@ class GemNet(ForceFieldModel):
         centre, neigh = g["centre"], g["neigh"]
         h = self.embedding(batch.numbers).to(pos.dtype)
         m = self.edge_embedding(torch.cat([h.index_select(0, centre), h.index_select(0, neigh), g["rbf"]], -1))
-        for block in self.blocks:
+        direct = self.force_mode == "direct"
+        energy, f = h.new_zeros(h.shape[0]), m.new_zeros(m.shape[0])
+        for block, output in zip(self.blocks, self.outputs):
             h, m = block(h, m, g)
-        energy = self.energy_head(h).squeeze(-1)
-        if self.force_mode != "direct":
+            energy = energy + output.energy(h)
+            if direct:
+                f = f + output.force(m, g["rbf"])
+        if not direct:
             return energy, None
-        f = (self.force_head(m) * self.force_radial(g["rbf"])).sum(-1)              # (E,) invariant
         return energy, edge_forces_to_atoms(f, vec, dist, centre, pos.shape[0])
 
 
