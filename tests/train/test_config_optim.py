@@ -160,3 +160,14 @@ def test_example_config_is_valid():
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "run.yaml")
     assert cfg.data.path is None and cfg.optimizer.name == "schedulefree" and cfg.mup.base_width == 64
+
+
+def test_device_resolution():
+    from symscale.train.run import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="^device: 'cuda' requested"):
+            resolve_device("cuda")
