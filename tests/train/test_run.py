@@ -180,3 +180,15 @@ def test_multi_epoch_over_a_fixed_subset(emt_dataset, tmp_path):
     # (the 5th batch holds about, not exactly, half of the subset's atoms)
     assert summary["steps"] in (5, 6)
     assert summary["variant"] == "subset16x2.5" and summary["status"] == "completed"
+
+
+def test_run_stopped_before_first_evaluation_can_start_again(emt_dataset, tmp_path):
+    def stop(state):
+        raise KeyboardInterrupt
+
+    cfg = config(emt_dataset, tokens=100)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out=tmp_path / "r", callback=stop)
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+    run(cfg, out=tmp_path / "r")  # nothing to keep: starts fresh without --resume
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"

@@ -190,7 +190,8 @@ def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | N
     resuming = resume and ckpt_path.is_file()
     if resuming:
         _check_same_config(run_dir, cfg)
-    elif ckpt_path.exists() or (run_dir / "metrics.jsonl").exists():
+    elif ckpt_path.exists() or MetricsLog(run_dir / "metrics.jsonl").read():
+        # (a directory left by a run stopped before its first evaluation holds nothing to keep)
         raise ConfigError(f"out: {run_dir} already holds a run; pass --resume to continue it or choose "
                           f"another directory")
     device = resolve_device(cfg.device)
