@@ -176,13 +176,19 @@ def test_dense_layout_bmm_equals_scattered_outer_products():
     basis = torch.randn(n_terms, 3, generator=g, dtype=torch.float64)
     x = torch.randn(n_dst, 4, generator=g, dtype=torch.float64)
     naive = torch.zeros(n_dst, 3, 4, dtype=torch.float64).index_add_(0, dst, basis[:, :, None] * x[src][:, None])
-    rows, slot, kmax = geo.dense_layout(dst, n_dst)
-    assert kmax == int(torch.bincount(dst).max()) and 4 not in rows.tolist()
-    assert len(set(slot.tolist())) == n_terms and int(slot.max()) < rows.numel() * kmax
-    dense_b = geo.to_dense(basis, slot, rows.numel(), kmax)
-    dense_src = torch.zeros(rows.numel() * kmax, dtype=torch.long).index_copy(0, slot, src)
-    agg = torch.bmm(dense_b.transpose(1, 2), x[dense_src].view(rows.numel(), kmax, 4))
-    assert torch.allclose(agg, naive[rows], atol=1e-13)
-    assert torch.all(naive[4] == 0)
-    empty = geo.dense_layout(torch.zeros(0, dtype=torch.long), 3)
-    assert empty[0].numel() == 0 and empty[2] == 0
+    layout = geo.dense_layout(dst, n_dst, buckets=3)
+    assert len(layout) == 3
+    seen, aggs, all_rows = [], [], []
+    for rows, idx, slot, kmax in layout:
+        assert kmax == int(torch.bincount(dst[idx]).max()) and 4 not in rows.tolist()
+        assert len(set(slot.tolist())) == idx.numel() and int(slot.max()) < rows.numel() * kmax
+        dense_b = geo.to_dense(basis[idx], slot, rows.numel(), kmax)
+        dense_src = torch.zeros(rows.numel() * kmax, dtype=torch.long).index_copy(0, slot, src[idx])
+        aggs.append(torch.bmm(dense_b.transpose(1, 2), x[dense_src].view(rows.numel(), kmax, 4)))
+        all_rows.append(rows)
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(n_terms))
+    rows = torch.cat(all_rows)
+    assert torch.allclose(torch.cat(aggs), naive[rows], atol=1e-13)
+    assert sorted(rows.tolist()) == sorted(set(dst.tolist()))
+    assert geo.dense_layout(torch.zeros(0, dtype=torch.long), 3) == []

@@ -82,19 +82,24 @@ class _ManyBody(nn.Module):
         self.up = nn.Linear(dim, width, bias=False)
         self.act = nn.SiLU()
 
-    def forward(self, m: torch.Tensor, rbf: torch.Tensor, terms: dict) -> torch.Tensor:
+    def forward(self, m: torch.Tensor, rbf: torch.Tensor, terms: list[dict]) -> torch.Tensor:
         """``m`` ``(E, w)``, ``rbf`` ``(E, R)``; ``terms`` from :meth:`GemNet.interaction_graph`."""
         out = m.new_zeros(m.shape)
-        basis, rows = terms["basis"], terms["rows"]          # (R, K, B) incl. envelopes and scale
-        if rows.numel() == 0:
+        if not terms:
             return out
         x, gate = self.act(self.down(m)), self.radial(rbf)
-        if terms["gate"] is None:                             # the radial gate of the source edge
-            y = (x * gate).index_select(0, terms["src"])
-        else:
-            y = x.index_select(0, terms["src"]) * gate.index_select(0, terms["gate"])
-        agg = torch.bmm(basis.transpose(1, 2), y.view(basis.shape[0], basis.shape[1], -1))
-        return out.index_copy(0, rows, self.up(self.act(self.bilinear(agg.flatten(1)))))
+        xg = x * gate
+        aggs = []
+        for t in terms:                                       # a few padding buckets, not a loop over edges
+            basis = t["basis"]                                # (R_b, K_b, B) incl. envelopes and scale
+            if t["gate"] is None:                             # the radial gate of the source edge
+                y = xg.index_select(0, t["src"])
+            else:
+                y = x.index_select(0, t["src"]) * gate.index_select(0, t["gate"])
+            aggs.append(torch.bmm(basis.transpose(1, 2), y.view(basis.shape[0], basis.shape[1], -1)))
+        agg = torch.cat(aggs).flatten(1)
+        rows = torch.cat([t["rows"] for t in terms])
+        return out.index_copy(0, rows, self.up(self.act(self.bilinear(agg))))
 
 
 class _Block(nn.Module):
@@ -254,13 +259,16 @@ def edge_forces_to_atoms(f: torch.Tensor, vec: torch.Tensor, dist: torch.Tensor,
 
 
 def _terms(basis: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, gate: torch.Tensor | None,
-           n_edges: int) -> dict:
-    """Padded per-target layout of many-body terms for :class:`_ManyBody` (padding has zero basis)."""
-    rows, slot, kmax = geo.dense_layout(dst, n_edges)
-    dense_src = src.new_zeros(rows.numel() * kmax).index_copy(0, slot, src)
-    dense_gate = None if gate is None else gate.new_zeros(rows.numel() * kmax).index_copy(0, slot, gate)
-    return {"basis": geo.to_dense(basis, slot, rows.numel(), kmax), "rows": rows, "src": dense_src,
-            "gate": dense_gate}
+           n_edges: int) -> list[dict]:
+    """Padded per-target layouts of many-body terms for :class:`_ManyBody` (padding has zero basis)."""
+    out = []
+    for rows, idx, slot, kmax in geo.dense_layout(dst, n_edges):
+        size = rows.numel() * kmax
+        dense_src = src.new_zeros(size).index_copy(0, slot, src[idx])
+        dense_gate = None if gate is None else gate.new_zeros(size).index_copy(0, slot, gate[idx])
+        out.append({"basis": geo.to_dense(basis[idx], slot, rows.numel(), kmax), "rows": rows,
+                    "src": dense_src, "gate": dense_gate})
+    return out
 
 
 def _soft_degree(weight: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:

@@ -155,27 +155,39 @@ def dihedral_harmonics(x: torch.Tensor, y: torch.Tensor, num: int) -> torch.Tens
     return torch.stack(out, dim=-1)
 
 
-def dense_layout(dst: torch.Tensor, n_dst: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Padded layout of terms grouped by their target, for batched matrix products.
+def dense_layout(dst: torch.Tensor, n_dst: int, buckets: int = 4,
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+    """Padded layouts of terms grouped by their target, for batched matrix products.
 
-    Terms ``t`` with target ``dst[t]`` are laid out in a ``(R, K)`` grid: one row per target that has
-    terms (``rows``, ascending), ``K`` = the most terms of any target. Returns ``(rows, slot, K)`` with
-    ``slot[t] = row(t) * K + rank of t within its row``; unused slots are padding.
+    The targets that have terms are sorted by their number of terms and split into up to ``buckets``
+    groups of equal size, each laid out as an ``(R_b, K_b)`` grid (one row per target, ``K_b`` = the
+    most terms of a target in the group), which keeps padding small when counts vary a lot.
+
+    Returns one ``(rows, terms, slot, K)`` per non-empty group: the target of each grid row, the indices
+    of the terms of the group, and each such term's flat position ``row * K + rank`` in the grid.
     """
     device = dst.device
     counts = torch.bincount(dst, minlength=n_dst)
     rows = torch.nonzero(counts).squeeze(-1)
     if dst.numel() == 0:
-        return rows, dst.new_zeros(0), 0
-    kmax = int(counts.max())
-    row_of = torch.cumsum(counts > 0, 0) - 1
+        return []
+    rows = rows[torch.argsort(counts[rows], stable=True)]
+    pos_of = torch.full((n_dst,), -1, dtype=torch.long, device=device)
+    pos_of[rows] = torch.arange(rows.numel(), device=device)
     order = torch.argsort(dst, stable=True)
-    d_sorted = dst[order]
     start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(dst.numel(), device=device) - start[d_sorted]
-    slot = torch.empty_like(dst)
-    slot[order] = row_of[d_sorted] * kmax + rank
-    return rows, slot, kmax
+    rank = torch.empty_like(dst)
+    rank[order] = torch.arange(dst.numel(), device=device) - start[dst[order]]
+    term_pos = pos_of[dst]
+    out = []
+    bounds = torch.linspace(0, rows.numel(), min(buckets, rows.numel()) + 1).round().long().tolist()
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi <= lo:
+            continue
+        kmax = int(counts[rows[hi - 1]])
+        terms = torch.nonzero((term_pos >= lo) & (term_pos < hi)).squeeze(-1)
+        out.append((rows[lo:hi], terms, (term_pos[terms] - lo) * kmax + rank[terms], kmax))
+    return out
 
 
 def to_dense(values: torch.Tensor, slot: torch.Tensor, n_rows: int, kmax: int) -> torch.Tensor:
