@@ -67,9 +67,13 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_reproduces_uninterrupted_run(emt_dataset, tmp_path):
-    cfg = config(emt_dataset, epochs=1, evaluation={"points": 6}, seed=3,
-                 symmetry={"augment": True})
+@pytest.mark.parametrize("variant", [
+    {"epochs": 1, "symmetry": {"augment": True}},
+    {"tokens": 500, "optimizer": {"name": "adamw", "lr": 3e-3, "warmup_steps": 3},
+     "symmetry": {"loss": {"rotations": 2}}, "mup": {"base_width": 4}},
+])
+def test_resume_reproduces_uninterrupted_run(emt_dataset, tmp_path, variant):
+    cfg = config(emt_dataset, evaluation={"points": 6}, seed=3, **variant)
     full = rows(run(cfg, out=tmp_path / "full"))
 
     def stop_at(step):
@@ -192,3 +196,13 @@ def test_run_stopped_before_first_evaluation_can_start_again(emt_dataset, tmp_pa
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
     run(cfg, out=tmp_path / "r")  # nothing to keep: starts fresh without --resume
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_float64_run_and_model(emt_dataset, tmp_path):
+    run_dir = run(config(emt_dataset, tokens=100, dtype="float64"), out=tmp_path / "f64")
+    model = ckpt.load_model(run_dir)
+    assert next(model.parameters()).dtype == torch.float64
+    saved = ckpt.load_checkpoint(run_dir)["model_state"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[name]), name  # bit-exact, not rounded through float32
+    assert json.loads((run_dir / "summary.json").read_text())["dtype"] == "float64"

@@ -109,6 +109,8 @@ def load_model(run_dir_or_checkpoint: str | os.PathLike, device: str | torch.dev
     ckpt = load_checkpoint(run_dir_or_checkpoint, map_location="cpu")
     spec = ckpt["model"]
     model = build_from_spec(spec)
+    if ckpt.get("dtype") == "float64":  # before loading, so float64 weights are not rounded to float32
+        model = model.to(torch.float64)
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as exc:
@@ -119,9 +121,6 @@ def load_model(run_dir_or_checkpoint: str | os.PathLike, device: str | torch.dev
         from .symmetry import FrameAveraging
 
         model = FrameAveraging(model)
-    dtype = ckpt.get("dtype")
-    if dtype in ("float64",):
-        model = model.to(torch.float64)
     return model.to(device).eval()
 
 
