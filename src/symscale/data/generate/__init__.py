@@ -71,6 +71,16 @@ def _init_worker() -> None:
     os.environ["MKL_NUM_THREADS"] = "1"
 
 
+def _worker_context():
+    """Forkserver (workers fork from a clean server that imported the sampler once) or, where that is
+    unavailable, spawn. Never plain fork: the parent may hold OpenMP / torch threads."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["symscale.data.generate.sampling", "tblite.interface"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _check(n_molecules: int, structures_per_molecule: int, temperatures, workers: int,
            available: int, smiles_path: Path) -> tuple[float, ...]:
     if int(n_molecules) < 1:
@@ -120,7 +130,7 @@ def generate_structures(*, n_molecules: int, structures_per_molecule: int,
             saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
             _init_worker()  # spawned children inherit the environment at start-up
             try:
-                ctx = multiprocessing.get_context("spawn")
+                ctx = _worker_context()
                 with ctx.Pool(processes=min(int(workers), len(tasks)), initializer=_init_worker) as pool:
                     for res in pool.imap_unordered(_run_task, tasks, chunksize=1):
                         results[res.name] = res
