@@ -169,6 +169,15 @@ def test_existing_run_requires_resume_and_same_config(emt_dataset, tmp_path):
     with pytest.raises(ConfigError, match="^tokens: .* exceeds"):
         run(config(emt_dataset, tokens=10**9), out=tmp_path / "big")
     assert not (tmp_path / "big").exists()
+    with pytest.raises(ConfigError, match="^data.subset: 100000 structures requested"):
+        run(config(emt_dataset, data={"path": str(emt_dataset), "subset": 100000}), out=tmp_path / "sub")
+    with pytest.raises(ConfigError, match="unknown option 'depth'"):
+        run(config(emt_dataset, model={"family": "mpnn", "width": 8, "options": {"depth": 2}}), out=tmp_path / "m")
+    from symscale.errors import DataError
+
+    with pytest.raises(DataError, match="no such file"):
+        run(config(tmp_path / "missing"), out=tmp_path / "d")
+    assert not any((tmp_path / name).exists() for name in ("sub", "m", "d"))
 
 
 def test_multi_epoch_over_a_fixed_subset(emt_dataset, tmp_path):

@@ -95,6 +95,10 @@ def prepare(cfg: RunConfig, device: torch.device) -> RunSetup:
     groups = parameter_groups(net, lr, hidden, cfg.mup.base_width if cfg.mup else None, cfg.model.width)
     optimizer = build_optimizer(groups, cfg.optimizer)
 
+    n_train = len(dataset.split("train"))
+    if isinstance(cfg.data.subset, int) and cfg.data.subset > n_train:
+        raise ConfigError(f"data.subset: {cfg.data.subset} structures requested but the training split of "
+                          f"{dataset.path} has {n_train}")
     loader = StreamingLoader(dataset, "train", batch_size=cfg.batch_size, cutoff=cfg.data.cutoff,
                              seed=cfg.seed, epochs=cfg.loader_epochs, max_neighbors=cfg.data.max_neighbors,
                              subset=cfg.data.subset, dtype=dtype)
