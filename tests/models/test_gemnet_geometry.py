@@ -142,7 +142,8 @@ def test_angles_and_dihedrals_match_numpy():
 
 def test_dihedral_harmonics_and_legendre():
     g = torch.Generator().manual_seed(1)
-    s, phi = torch.rand(20, generator=g, dtype=torch.float64), torch.rand(20, generator=g, dtype=torch.float64) * 6
+    s = torch.rand(20, generator=g, dtype=torch.float64)
+    phi = torch.rand(20, generator=g, dtype=torch.float64) * 6
     h = geo.dihedral_harmonics(s * torch.cos(phi), s * torch.sin(phi), 4)
     m = torch.arange(1, 5, dtype=torch.float64)
     assert torch.allclose(h, s[:, None] ** m * torch.cos(m * phi[:, None]), atol=1e-14)
@@ -175,7 +176,8 @@ def test_dense_layout_bmm_equals_scattered_outer_products():
     src = torch.randint(0, n_dst, (n_terms,), generator=g)
     basis = torch.randn(n_terms, 3, generator=g, dtype=torch.float64)
     x = torch.randn(n_dst, 4, generator=g, dtype=torch.float64)
-    naive = torch.zeros(n_dst, 3, 4, dtype=torch.float64).index_add_(0, dst, basis[:, :, None] * x[src][:, None])
+    naive = torch.zeros(n_dst, 3, 4, dtype=torch.float64)
+    naive.index_add_(0, dst, basis[:, :, None] * x[src][:, None])
     layout = geo.dense_layout(dst, n_dst, buckets=3)
     assert len(layout) == 3
     seen, aggs, all_rows = [], [], []

@@ -29,8 +29,8 @@ at its own cutoff and the dihedral features vanish where the dihedral is undefin
 smooth in the positions. Sums are normalised by ``1/sqrt(1 + sum of envelopes)`` (a smooth soft degree).
 
 Cost: triplets and quadruplets grow fast with their cutoffs (on drug-like molecules ~10 triplets and
-~30-60 quadruplets per edge at 4 / 3 Å); both are aggregated by one batched matrix product per block
-over a padded layout, never as a ``(terms, basis, channels)`` tensor.
+~30-60 quadruplets per edge at 4 / 3 Å); both are aggregated by batched matrix products over a padded
+layout (targets sorted into 4 buckets by term count), never as a ``(terms, basis, channels)`` tensor.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ OPTIONS: dict[str, tuple[object, str]] = {
     "forces": ("direct", "force mode: 'direct' (force head sum_j f_ij r_hat_ij) or 'conservative'"),
     "cutoff": (5.0, "radius (Å) of the edge graph (embeddings, atom updates, force head)"),
     "triplet_cutoff": (4.0, "radius (Å) of edges taking part in triplet (angle) interactions, <= cutoff"),
-    "quadruplet_cutoff": (3.0, "radius (Å) of edges in quadruplet (dihedral) interactions, <= triplet_cutoff"),
+    "quadruplet_cutoff": (3.0, "radius (Å) of edges in quadruplet (dihedral) terms, <= triplet_cutoff"),
     "body_order": (4, "4: triplets and quadruplets (dihedrals); 3: triplets only, no quadruplets built"),
     "num_layers": (4, "number of interaction blocks (fixed depth; only width is scaled)"),
     "num_radial": (16, "Bessel radial basis functions"),
@@ -69,8 +69,8 @@ class _ManyBody(nn.Module):
 
     For every target edge ``e`` it forms ``A_e = sum_t basis_t (x) x_t`` over its terms ``t`` (triplets or
     quadruplets), where ``x_t = SiLU(down(m))[src_t] * radial(rbf)[gate_t]``, then
-    ``out_e = up(SiLU(bilinear(A_e)))``. ``A`` is one batched matrix product over a padded
-    ``(targets, terms, basis)`` layout (see :func:`gemnet_geometry.dense_layout`), so no
+    ``out_e = up(SiLU(bilinear(A_e)))``. ``A`` is a batched matrix product over padded
+    ``(targets, terms, basis)`` layouts (see :func:`gemnet_geometry.dense_layout`), so no
     ``(terms, basis, channels)`` tensor is materialised. No biases: an edge without terms gets 0.
     """
 
@@ -235,7 +235,8 @@ class GemNet(ForceFieldModel):
         g = self.interaction_graph(batch, vec, dist)
         centre, neigh = g["centre"], g["neigh"]
         h = self.embedding(batch.numbers).to(pos.dtype)
-        m = self.edge_embedding(torch.cat([h.index_select(0, centre), h.index_select(0, neigh), g["rbf"]], -1))
+        pair = torch.cat([h.index_select(0, centre), h.index_select(0, neigh), g["rbf"]], dim=-1)
+        m = self.edge_embedding(pair)
         direct = self.force_mode == "direct"
         energy, f = h.new_zeros(h.shape[0]), m.new_zeros(m.shape[0])
         for block, output in zip(self.blocks, self.outputs):
