@@ -70,10 +70,13 @@ class EdgeGraph:
         self.src_i, self.src_j = edge_index[0] + chart, edge_index[1] + chart
         self.frame, self.n = frame, n_nodes
 
-    def gather(self, h: torch.Tensor) -> torch.Tensor:
-        """``(K, n, C)`` node features -> ``(K, E, 2C)`` [receiver, sender] in each edge's chart basis."""
-        hh = torch.cat([h, self.frame.to_chart(h)], dim=1)
-        return torch.cat([hh.index_select(1, self.src_i), hh.index_select(1, self.src_j)], dim=-1)
+    def gather(self, h_recv: torch.Tensor, h_send: torch.Tensor) -> torch.Tensor:
+        """``(K, n, C)`` receiver- and sender-side node features -> ``h_recv[i] + h_send[j]``, ``(K, E, C)``,
+        in each edge's chart basis."""
+        h = torch.cat([h_recv, h_send], dim=-1)
+        hh = torch.cat([h, self.frame.to_chart(h)], dim=1)  # (K, 2n, 2C)
+        c = h_recv.shape[-1]
+        return hh[..., :c].index_select(1, self.src_i) + hh[..., c:].index_select(1, self.src_j)
 
     def scatter(self, msg: torch.Tensor) -> torch.Tensor:
         """``(K, E, C)`` chart-basis messages -> ``(K, n, C)`` summed on receivers, global basis."""
@@ -83,11 +86,20 @@ class EdgeGraph:
 
 
 class MessageBlock(nn.Module):
-    """Edge-frame message: ``SO2Conv(2C → C, radial) → gate → SO2Conv(C → C)``, summed over neighbours."""
+    """Edge message ``SO2Conv(C → C, radial) → gate → SO2Conv(C → C)`` in the edge frame of
+    ``L_recv(h)_i + L_send(h)_j`` (per-degree channel mixings at node level, which commute with the edge
+    rotation), summed over neighbours.
+
+    eSEN concatenates receiver and sender (2C channels) before rotating; mixing them at node level first is
+    the same linear map restricted to a C-channel bottleneck and halves the per-edge rotation and first
+    convolution, the dominant costs.
+    """
 
     def __init__(self, lmax: int, mmax: int, width: int, radial_dim: int, parity: str):
         super().__init__()
-        self.conv1 = SO2Convolution(lmax, mmax, 2 * width, width, n_extra=lmax * width,
+        self.recv = SO3Linear(lmax, width, width)
+        self.send = SO3Linear(lmax, width, width)
+        self.conv1 = SO2Convolution(lmax, mmax, width, width, n_extra=lmax * width,
                                     radial_dim=radial_dim, parity=parity)
         self.conv2 = SO2Convolution(lmax, mmax, width, width, parity=parity)
         rows, _ = frame_rows(lmax, mmax)
@@ -98,7 +110,7 @@ class MessageBlock(nn.Module):
                 weight: torch.Tensor) -> torch.Tensor:
         """``h``: ``(K, n, C)``; ``radial``: ``(E, R)``; ``weight``: ``(1, E, 1)`` envelope / normalisation.
         Returns the aggregated update ``(K, n, C)``."""
-        x = graph.rot.to_frame(graph.gather(h))  # (K', E, 2C) in the edge frame
+        x = graph.rot.to_frame(graph.gather(self.recv(h), self.send(h)))  # (K', E, C) in the edge frame
         y, gates = self.conv1(x, radial)
         y = gate(y, gates.view(-1, self.lmax, self.width).transpose(0, 1), self.degree)
         y, _ = self.conv2(y)
