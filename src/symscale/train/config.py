@@ -77,7 +77,7 @@ class OptimizerConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(50, ge=0)
+    warmup_steps: int = Field(10, ge=0)
     grad_clip: float | None = Field(10.0, gt=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     diverge_grad_norm: float = Field(1e6, gt=0)
