@@ -171,3 +171,23 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="^device: 'cuda' requested"):
             resolve_device("cuda")
+
+
+def test_example_runs_on_the_embedded_dataset(tmp_path):
+    """examples/run.yaml as shipped, with a small token budget, on the embedded default data."""
+    import json
+    from pathlib import Path
+
+    from symscale.data.prepared import default_dataset_path
+    from symscale.train.run import run
+
+    if not (default_dataset_path() / "metadata.json").is_file():
+        pytest.skip("embedded default dataset not built in this checkout")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "run.yaml")
+    cfg = cfg.model_copy(update={"epochs": None, "tokens": 1000, "batch_size": 16,
+                                 "evaluation": cfg.evaluation.model_copy(update={"points": 3})})
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"val_size": 32})})
+    run_dir = run(cfg, out=tmp_path / "example")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["run_id"] == "example-mpnn-w64"
+    assert summary["tokens"] >= 1000
