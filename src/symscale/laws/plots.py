@@ -15,9 +15,11 @@ import os
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from . import allocation
 from .bootstrap import FrontierResult, GroupAnalysis
@@ -30,15 +32,31 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "group"
 
 
+_PLAIN = FuncFormatter(lambda v, _: f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.0e}".replace("e+0", "e").replace("e+", "e"))
+
+
+def _fast_ticks(fig: Figure) -> None:
+    """Plain-text major tick labels (no mathtext) and no minor ticks on log axes: drawing cost drops ~10x."""
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":
+                axis.set_major_locator(LogLocator(numticks=7))
+                axis.set_major_formatter(_PLAIN)
+                axis.set_minor_locator(NullLocator())
+
+
 def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     FigureCanvasAgg(fig)
+    _fast_ticks(fig)
+    fig.tight_layout()
     paths = []
-    for ext in ("png", "svg"):
-        final = out_dir / f"{stem}.{ext}"
-        tmp = out_dir / f".{stem}.{ext}.tmp"
-        fig.savefig(tmp, format=ext, dpi=110, bbox_inches="tight")
-        os.replace(tmp, final)
-        paths.append(final)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        for ext in ("png", "svg"):
+            final = out_dir / f"{stem}.{ext}"
+            tmp = out_dir / f".{stem}.{ext}.tmp"
+            fig.savefig(tmp, format=ext, dpi=100)
+            os.replace(tmp, final)
+            paths.append(final)
     return paths
 
 
@@ -81,7 +99,7 @@ def plot_frontiers(results: dict[str, GroupAnalysis], out_dir: Path) -> list[Pat
         axes[1].set(xscale="log", yscale="log", xlabel="wall time H (s)", ylabel="loss", title="Time frontier")
     for ax in axes:
         ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.25)
+        ax.grid(True, which="major", alpha=0.3)
     return _save(fig, out_dir, "frontiers")
 
 
@@ -107,7 +125,7 @@ def plot_curves(r: GroupAnalysis, out_dir: Path) -> list[Path]:
     ax.plot(grid, r.front_c.fixed.predict(grid)[0], "k--", lw=1.4, label="frontier fit")
     ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="loss", title=f"{d.name}: learning curves")
     ax.legend(fontsize=7, ncol=2)
-    ax.grid(True, which="both", alpha=0.25)
+    ax.grid(True, which="major", alpha=0.3)
     return _save(fig, out_dir, f"curves_{safe_name(d.name)}")
 
 
@@ -130,7 +148,7 @@ def plot_sumlaw(r: GroupAnalysis, out_dir: Path) -> list[Path]:
     axr.axhline(0.0, color="k", lw=0.8)
     axr.set(xscale="log", xlabel="tokens D (atoms)", ylabel="log(observed / fit)", title="residuals")
     for a in (ax, axr):
-        a.grid(True, which="both", alpha=0.25)
+        a.grid(True, which="major", alpha=0.3)
     return _save(fig, out_dir, f"sumlaw_{safe_name(d.name)}")
 
 
@@ -153,7 +171,7 @@ def plot_allocation(results: dict[str, GroupAnalysis], out_dir: Path) -> list[Pa
             title="Compute-optimal data")
     for ax in (axn, axd):
         ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.25)
+        ax.grid(True, which="major", alpha=0.3)
     return _save(fig, out_dir, "allocation")
 
 
