@@ -191,3 +191,11 @@ def test_example_runs_on_the_embedded_dataset(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["run_id"] == "example-mpnn-w64"
     assert summary["tokens"] >= 1000
+
+
+def test_package_exports_the_run_function():
+    import symscale.train.run  # noqa: F401  (importing the submodule must not shadow the function)
+    import symscale.train as train
+
+    assert callable(train.run) and train.run.__name__ == "run"
+    assert callable(train.load_config) and callable(train.load_model)
