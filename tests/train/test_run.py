@@ -208,7 +208,10 @@ def test_run_stopped_before_first_evaluation_can_start_again(emt_dataset, tmp_pa
 
 
 def test_float64_run_and_model(emt_dataset, tmp_path):
-    run_dir = run(config(emt_dataset, tokens=100, dtype="float64"), out=tmp_path / "f64")
+    run_dir = run(config(emt_dataset, tokens=100, dtype="float64", mup={"base_width": 4, "lr": 0.01}),
+                  out=tmp_path / "f64")
+    groups = json.loads((run_dir / "summary.json").read_text())["lr_groups"]
+    assert groups["hidden"]["lr"] == pytest.approx(0.01 * 4 / 8) and groups["other"]["lr"] == 0.01
     model = ckpt.load_model(run_dir)
     assert next(model.parameters()).dtype == torch.float64
     saved = ckpt.load_checkpoint(run_dir)["model_state"]
