@@ -54,37 +54,6 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> i
     return value
 
 
-class EdgeGraph:
-    """What every block needs about the edges, computed once per forward (rows-first layout ``(K, ·, C)``).
-
-    Edges near the poles use the second chart of :class:`EdgeFrame`: their endpoints' features are read
-    from ``D(Q)ᵀ h`` and their messages are accumulated separately and mapped back with ``D(Q)`` — both at
-    node level, so per edge there is only the :class:`EdgeRotation`.
-    """
-
-    def __init__(self, frame: EdgeFrame, edge_index: torch.Tensor, vec: torch.Tensor, n_nodes: int):
-        dist = torch.linalg.norm(vec, dim=-1)
-        self.dist = dist
-        self.rot = frame(vec / dist.clamp(min=1e-9)[:, None])
-        chart = self.rot.pole.long() * n_nodes
-        self.src_i, self.src_j = edge_index[0] + chart, edge_index[1] + chart
-        self.frame, self.n = frame, n_nodes
-
-    def gather(self, h_recv: torch.Tensor, h_send: torch.Tensor) -> torch.Tensor:
-        """``(K, n, C)`` receiver- and sender-side node features -> ``h_recv[i] + h_send[j]``, ``(K, E, C)``,
-        in each edge's chart basis."""
-        h = torch.cat([h_recv, h_send], dim=-1)
-        hh = torch.cat([h, self.frame.to_chart(h)], dim=1)  # (K, 2n, 2C)
-        c = h_recv.shape[-1]
-        return hh[..., :c].index_select(1, self.src_i) + hh[..., c:].index_select(1, self.src_j)
-
-    def scatter(self, msg: torch.Tensor) -> torch.Tensor:
-        """``(K, E, C)`` chart-basis messages -> ``(K, n, C)`` summed on receivers, global basis."""
-        acc = msg.new_zeros((msg.shape[0], 2 * self.n, msg.shape[2])).index_add_(1, self.src_i, msg)
-        here, chart2 = torch.split(acc, [self.n, self.n], dim=1)
-        return here + self.frame.from_chart(chart2)
-
-
 class MessageBlock(nn.Module):
     """Edge message ``SO2Conv(C → C, radial) → gate → SO2Conv(C → C)`` in the edge frame of
     ``L_recv(h)_i + L_send(h)_j`` (per-degree channel mixings at node level, which commute with the edge
@@ -106,19 +75,21 @@ class MessageBlock(nn.Module):
         self.register_buffer("degree", degree_of_rows(lmax)[rows])
         self.lmax, self.width = lmax, width
 
-    def forward(self, h: torch.Tensor, graph: EdgeGraph, radial: torch.Tensor,
-                weight: torch.Tensor) -> torch.Tensor:
-        """``h``: ``(K, n, C)``; ``radial``: ``(E, R)``; ``weight``: ``(1, E, 1)`` envelope / normalisation.
-        Returns the aggregated update ``(K, n, C)``."""
-        x = graph.rot.to_frame(graph.gather(self.recv(h), self.send(h)))  # (K', E, C) in the edge frame
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor,
+                radial: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``h``: ``(n, K, C)``; ``rot``: ``(E, K', K)`` into-frame maps; ``radial``: ``(E, R)``;
+        ``weight``: ``(E, 1, 1)`` envelope / normalisation. Returns the aggregated update ``(n, K, C)``."""
+        i, j = edge_index
+        x = torch.bmm(rot, self.recv(h)[i] + self.send(h)[j])  # (E, K', C) in the edge frame
         y, gates = self.conv1(x, radial)
-        y = gate(y, gates.view(-1, self.lmax, self.width).transpose(0, 1), self.degree)
+        y = gate(y, gates.view(-1, self.lmax, self.width), self.degree)
         y, _ = self.conv2(y)
-        return graph.scatter(graph.rot.from_frame(y * weight))
+        msg = torch.bmm(rot.transpose(1, 2), y * weight)  # back to the global frame, (E, K, C)
+        return scatter_sum(msg, i, h.shape[0])
 
 
 class FeedForward(nn.Module):
-    """Node-wise ``SO3Linear(C → H) → gate → SO3Linear(H → C)`` on rows-first ``(K, n, C)`` features.
+    """Node-wise ``SO3Linear(C → H) → gate → SO3Linear(H → C)``.
 
     The gates and an additive term of the hidden scalars are linear in the node's invariants: its ℓ=0
     channels and the squared norm of every ℓ > 0 channel. This is how information of degree ℓ ≥ 2 reaches
@@ -133,19 +104,17 @@ class FeedForward(nn.Module):
         self.lin2 = SO3Linear(lmax, hidden, width)
         degree = degree_of_rows(lmax)
         self.register_buffer("degree", degree)
-        pool = nn.functional.one_hot(degree, lmax + 1).to(torch.get_default_dtype())
-        pool[0, 0] = 0.0  # the ℓ=0 channels enter linearly, not squared
-        self.register_buffer("pool", pool)  # (K, L+1): sums squares over m per degree
+        pool = nn.functional.one_hot(degree[1:] - 1, lmax).to(torch.get_default_dtype())
+        self.register_buffer("pool", pool)  # (K-1, lmax): sums squares over m per degree
         self.lmax, self.hidden = lmax, hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sq = torch.einsum("knc,kl->nlc", x * x, self.pool.to(x.dtype))  # (n, L+1, C), slot 0 empty
-        inv_in = torch.cat([x[0][:, None], sq[:, 1:]], dim=1).reshape(x.shape[1], -1)
-        inv = self.invariants(inv_in)
-        s, g = torch.split(inv, [self.hidden, self.lmax * self.hidden], dim=1)
-        h0, rest = torch.split(self.lin1(x), [1, x.shape[0] - 1], dim=0)
-        h = torch.cat([h0 + s, rest], dim=0)
-        return self.lin2(gate(h, g.view(-1, self.lmax, self.hidden).transpose(0, 1), self.degree))
+        sq = torch.einsum("nkc,kl->nlc", x[:, 1:] * x[:, 1:], self.pool.to(x.dtype))
+        inv = self.invariants(torch.cat([x[:, 0], sq.reshape(x.shape[0], -1)], dim=-1))
+        h = self.lin1(x)
+        h = torch.cat([h[:, :1] + inv[:, None, : self.hidden], h[:, 1:]], dim=1)
+        g = inv[:, self.hidden:].reshape(-1, self.lmax, self.hidden)
+        return self.lin2(gate(h, g, self.degree))
 
 
 class EdgeDegreeEmbedding(nn.Module):
@@ -161,13 +130,13 @@ class EdgeDegreeEmbedding(nn.Module):
         self.lin = nn.Linear(radial_dim + 2 * width, (lmax + 1) * width)
         self.lmax, self.width = lmax, width
 
-    def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, graph: EdgeGraph, radial: torch.Tensor,
+    def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor, radial: torch.Tensor,
                 weight: torch.Tensor) -> torch.Tensor:
-        """``x0``: ``(n, C)`` element embeddings. Returns ``(K, n, C)``."""
+        """``x0``: ``(n, C)`` element embeddings. Returns ``(n, K, C)``."""
         i, j = edge_index
-        m0 = self.lin(torch.cat([radial, x0[i], x0[j]], dim=-1))
-        m0 = m0.view(-1, self.lmax + 1, self.width).transpose(0, 1)  # m=0 rows come first in the frame
-        return graph.scatter(graph.rot.from_frame(m0 * weight))
+        m0 = self.lin(torch.cat([radial, x0[i], x0[j]], dim=-1)).reshape(-1, self.lmax + 1, self.width)
+        msg = rot[:, : self.lmax + 1].transpose(1, 2) @ (m0 * weight)  # m=0 rows come first in the frame
+        return scatter_sum(msg, i, x0.shape[0])
 
 
 class ESEN(ForceFieldModel):
@@ -223,22 +192,24 @@ class ESEN(ForceFieldModel):
         n = pos.shape[0]
         k = (self.lmax + 1) ** 2
         x0 = self.embedding(batch.numbers).to(pos.dtype)
-        x = torch.cat([x0[None], pos.new_zeros((k - 1, n, self.width))], dim=0)  # rows first (K, n, C)
+        x = torch.cat([x0[:, None], pos.new_zeros((n, k - 1, self.width))], dim=1)
         edge_index = batch.edge_index
         if edge_index.shape[1] > 0:
-            graph = EdgeGraph(self.frame, edge_index, batch.edge_vectors(pos), n)  # shared by all blocks
-            radial = self.radial(self.basis(graph.dist))
-            weight = (self.envelope(graph.dist) / self.avg_neighbors)[None, :, None]
-            x = x + self.edge_embedding(x0, edge_index, graph, radial, weight)
+            vec = batch.edge_vectors(pos)
+            dist = torch.linalg.norm(vec, dim=-1)
+            rot = self.frame(vec / dist.clamp(min=1e-9)[:, None])  # (E, K', K), shared by all blocks
+            radial = self.radial(self.basis(dist))
+            weight = (self.envelope(dist) / self.avg_neighbors)[:, None, None]
+            x = x + self.edge_embedding(x0, edge_index, rot, radial, weight)
             for norm1, message, norm2, ffn in zip(self.norms1, self.messages, self.norms2, self.ffns):
-                x = x + message(norm1(x), graph, radial, weight)
+                x = x + message(norm1(x), edge_index, rot, radial, weight)
                 x = x + ffn(norm2(x))
         else:  # no edges: messages vanish, the node feed-forward still acts
             for norm2, ffn in zip(self.norms2, self.ffns):
                 x = x + ffn(norm2(x))
         x = self.norm_out(x)
-        energy = self.energy_head(x[0]).squeeze(-1)
+        energy = self.energy_head(x[:, 0]).squeeze(-1)
         if self.force_mode == "conservative":
             return energy, None
-        forces = self.force_head(x[1:4]).squeeze(-1).T @ self.l1_to_xyz.to(pos.dtype)
+        forces = self.force_head(x[:, 1:4]).squeeze(-1) @ self.l1_to_xyz.to(pos.dtype)
         return energy, forces
