@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from ase import Atoms
@@ -120,3 +121,34 @@ def test_options_change_the_model():
 def test_bad_options_are_config_errors(opts):
     with pytest.raises(ConfigError, match="esen"):
         build("esen", 8, **opts)
+
+
+def test_smooth_across_the_polar_chart_boundary():
+    """An edge whose |r̂_y| crosses 0.9 switches Wigner charts; the energy stays smooth (second difference
+    O(h²)) and conservative forces still match finite differences there."""
+    torch.manual_seed(0)
+    model = build("esen", 4, num_layers=2, forces="conservative").double()
+    theta0, h = float(np.arccos(0.9)), 1e-4
+
+    def dimer(theta: float) -> Batch:
+        u = np.array([np.sin(theta), np.cos(theta), 0.0])
+        return _batch([Atoms("CO", positions=[[0.1, 0.2, 0.3], [0.1, 0.2, 0.3] + 1.2 * u])])
+
+    energies = [float(model(dimer(theta0 + k * h))["energy"][0].detach()) for k in (-1, 0, 1)]
+    second = abs(energies[0] - 2 * energies[1] + energies[2])
+    print(f"chart boundary: second difference {second:.1e}")
+    assert second < 1e-7
+    b = dimer(theta0 + 1e-9)
+    forces = model(b)["forces"].detach()
+    fd = torch.empty(6, dtype=F64)
+    with torch.no_grad():
+        for c in range(6):
+            e = []
+            for sign in (1.0, -1.0):
+                pos = b.pos.clone()
+                pos.view(-1)[c] += sign * 1e-5
+                e.append(model(b.replace(pos=pos))["energy"].sum())
+            fd[c] = -(e[0] - e[1]) / 2e-5
+    err = rel_err(forces.reshape(-1), fd)
+    print(f"chart boundary FD error {err:.1e}")
+    assert fd.abs().max() > 1e-4 and err < 1e-6

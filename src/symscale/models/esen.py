@@ -2,17 +2,21 @@
 eSCN-style SO(2) convolutions in edge-aligned frames (after fairchem's eSCN / eSEN; written from the papers).
 
 Node features are one tensor ``(n, (lmax+1)², width)``: ``width`` channels ("sphere channels") for every
-``(ℓ, m)``. A block (pre-norm residual, ``num_layers`` of them) is
+``(ℓ, m)``. They start as the element embedding (ℓ=0) plus an edge-degree embedding (every ℓ: a sum over
+neighbours of ``D(r̂_ij)`` applied to radial/element-dependent ``m=0`` coefficients). A block (pre-norm
+residual, ``num_layers`` of them) is
 
-1. **message**: for every edge ``i ← j`` the normalised features of receiver and sender are concatenated
-   over channels, rotated into the frame where ``r̂_ij`` is the polar axis (rows ``|m| ≤ mmax`` only), passed
-   through ``SO2Conv → gate → SO2Conv`` (the first one modulated by a radial MLP of the distance), rotated
-   back, multiplied by the smooth cutoff envelope and summed over ``j`` (divided by ``avg_neighbors``);
-2. **node feed-forward**: per-ℓ channel mixing to ``ffn_factor·width`` channels, gate, mixing back.
+1. **message**: for every edge ``i ← j``, ``L_recv(h)_i + L_send(h)_j`` (per-degree channel mixings) is
+   rotated into the frame where ``r̂_ij`` is the polar axis (rows ``|m| ≤ mmax`` only), passed through
+   ``SO2Conv → gate → SO2Conv`` (the first one modulated by a radial MLP of the distance), rotated back,
+   multiplied by the smooth cutoff envelope and summed over ``j`` (divided by ``avg_neighbors``);
+2. **node feed-forward**: per-ℓ channel mixing to ``ffn_factor·width`` channels, gate, mixing back; the
+   gates and hidden scalars also see the squared norms of the ℓ > 0 channels.
 
-The per-edge Wigner matrices are built once per forward and shared by all blocks. Cost per edge and block is
-O(L³·C + L²·C²) — no Clebsch–Gordan tensor product anywhere. Energies come from the ℓ=0 channels, direct
-forces from a learned linear map of the ℓ=1 channels (an equivariant vector per atom).
+The per-edge Wigner matrices ``(E, K', K)`` are built once per forward and shared by all blocks; rotating is
+one batched matmul each way. Cost per edge and block is O(L³·C + L²·C²) — no Clebsch–Gordan tensor product
+anywhere. Energies come from the ℓ=0 channels, direct forces from a learned linear map of the ℓ=1 channels
+(an equivariant vector per atom).
 
 Symmetry: with ``parity="o3"`` (default) all features have natural parity and the model is equivariant to
 rotations and reflections; ``parity="so3"`` keeps eSCN's ``+m ↔ −m`` ("imaginary") weights, which add
