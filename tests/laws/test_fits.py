@@ -142,3 +142,14 @@ def test_bootstrap_coverage_small():
 @pytest.mark.slow
 def test_bootstrap_coverage_50_repetitions():
     assert _coverage(50, 1000) >= 0.85
+
+
+def test_parallel_groups_identical():
+    from symscale.laws import analyse
+
+    groups = {n: make_group(n, n_runs=4, n_ckpt=10, seed=i) for i, n in enumerate(("x", "y"))}
+    seq = analyse(groups, n_boot=10, jobs=1)
+    par = analyse(groups, n_boot=10, jobs=2)
+    for n in groups:
+        assert seq[n].summary["alpha"] == par[n].summary["alpha"]
+        assert seq[n].summary["gamma_c"] == par[n].summary["gamma_c"]

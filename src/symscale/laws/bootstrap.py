@@ -174,7 +174,17 @@ def _warnings(out: dict, data: GroupData) -> list[str]:
 
 
 def analyse(groups: dict[str, GroupData], *, n_boot: int = 1000, seed: int = 0, delta: float = 1e-3,
-            holdout: float = 0.2) -> dict[str, GroupAnalysis]:
-    """:func:`analyse_group` for every group (seed offset by the group's position for independence)."""
-    return {name: analyse_group(g, n_boot=n_boot, seed=seed + i, delta=delta, holdout=holdout)
-            for i, (name, g) in enumerate(sorted(groups.items()))}
+            holdout: float = 0.2, jobs: int = 1) -> dict[str, GroupAnalysis]:
+    """:func:`analyse_group` for every group (seed offset by the group's position in name order).
+
+    ``jobs > 1`` fits groups in that many worker processes; results are identical to ``jobs=1``.
+    """
+    items = sorted(groups.items())
+    kwargs = [dict(n_boot=n_boot, seed=seed + i, delta=delta, holdout=holdout) for i in range(len(items))]
+    if jobs > 1 and len(items) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+            futures = [pool.submit(analyse_group, g, **kw) for (_, g), kw in zip(items, kwargs)]
+            return {name: fut.result() for (name, _), fut in zip(items, futures)}
+    return {name: analyse_group(g, **kw) for (name, g), kw in zip(items, kwargs)}

@@ -39,6 +39,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of whole runs [1000]")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed [0]")
     s.add_argument("--huber-delta", type=float, default=1e-3, help="Huber threshold on log residuals [1e-3]")
+    s.add_argument("--jobs", type=int, default=1, help="fit groups in this many processes [1]")
     s.add_argument("--holdout", type=float, default=0.2,
                    help="back-test: fraction of the log-C range held out at the top [0.2]")
 
@@ -67,6 +68,8 @@ def _settings(args) -> dict:
         raise ConfigError(f"--drop-fraction must be in [0, 1), got {args.drop_fraction}")
     if not 0.0 < args.holdout < 1.0:
         raise ConfigError(f"--holdout must be in (0, 1), got {args.holdout}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if not args.huber_delta > 0:
         raise ConfigError(f"--huber-delta must be > 0, got {args.huber_delta}")
     return {"input": str(args.input), "loss": args.loss_key if Path(args.input).is_dir() else args.loss_col,
@@ -79,7 +82,8 @@ def _run_fit(args):
     csv_opts = dict(group_col=args.group_col, run_col=args.run_col, n_col=args.n_col, d_col=args.d_col,
                     c_col=args.c_col, time_col=args.time_col, loss_col=args.loss_col, kappa_col=args.kappa_col)
     groups = load(args.input, csv=csv_opts, loss_key=args.loss_key, drop_fraction=args.drop_fraction)
-    results = analyse(groups, n_boot=args.bootstrap, seed=args.seed, delta=args.huber_delta, holdout=args.holdout)
+    results = analyse(groups, n_boot=args.bootstrap, seed=args.seed, delta=args.huber_delta, holdout=args.holdout,
+                      jobs=args.jobs)
     return results, to_json(results, settings)
 
 

@@ -42,6 +42,26 @@ def huber_psi(r: np.ndarray, delta: float | None) -> np.ndarray:
     return np.clip(r, -delta, delta)
 
 
+def solve_small(G: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Batched solve of (..., k, k) symmetric systems for k <= 3 by the adjugate (no LAPACK call overhead)."""
+    k = G.shape[-1]
+    if k == 1:
+        return h / G[..., 0]
+    if k == 2:
+        a, b, d = G[..., 0, 0], G[..., 0, 1], G[..., 1, 1]
+        det = a * d - b * b
+        return np.stack([d * h[..., 0] - b * h[..., 1], a * h[..., 1] - b * h[..., 0]], axis=-1) / det[..., None]
+    if k == 3:
+        a, b, c = G[..., 0, 0], G[..., 0, 1], G[..., 0, 2]
+        d, e, f = G[..., 1, 1], G[..., 1, 2], G[..., 2, 2]
+        A, B, C = d * f - e * e, c * e - b * f, b * e - c * d
+        D, E, F = a * f - c * c, b * c - a * e, a * d - b * b
+        det = a * A + b * B + c * C
+        x, y, z = h[..., 0], h[..., 1], h[..., 2]
+        return np.stack([A * x + B * y + C * z, B * x + D * y + E * z, C * x + E * y + F * z], axis=-1) / det[..., None]
+    return np.linalg.solve(G, h[..., None])[..., 0]
+
+
 def nnls_small(G: np.ndarray, h: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Batched NNLS from normal equations: minimise ``yy - 2 θ·h + θᵀ G θ`` over ``θ >= 0``.
 
@@ -63,7 +83,9 @@ def nnls_small(G: np.ndarray, h: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray
             hs = h[..., idx]
             scale = np.trace(gs, axis1=-2, axis2=-1)[..., None, None] / size
             ridge = (1e-13 * scale + _TINY) * np.eye(size)
-            sol = np.linalg.solve(gs + ridge, hs[..., None])[..., 0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sol = solve_small(gs + ridge, hs)
+            sol = np.where(np.isfinite(sol), sol, -1.0)   # a singular support is never selected
             obj = yy - np.sum(sol * hs, axis=-1)
             ok = np.all(sol >= 0.0, axis=-1) & (obj < best_obj)
             best_obj = np.where(ok, obj, best_obj)

@@ -150,8 +150,8 @@ def fit(N: np.ndarray, D: np.ndarray, loss: np.ndarray, *, delta: float = 1e-3, 
 
 
 def fit_batched(N: np.ndarray, D: np.ndarray, loss: np.ndarray, weights: np.ndarray, center: SumLawFit, *,
-                delta: float = 1e-3, half_width: float = 0.25, n_grid: int = 9, rtol: float = 1e-7,
-                xtol: float = 1e-4) -> SumLawFit:
+                delta: float = 1e-3, half_width: float = 0.25, n_grid: int = 9, rtol: float = 1e-6,
+                xtol: float = 3e-4) -> SumLawFit:
     """Refit for each row of ``weights`` (B, n) (bootstrap multiplicities), warm-started near ``center``.
 
     The Huber objective near its L1 regime makes the re-weighted Gauss-Newton converge linearly; a replicate
