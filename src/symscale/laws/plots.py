@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from . import allocation
+from .frontier import frontier_points
 from .bootstrap import FrontierResult, GroupAnalysis
 
 COLORS = ["#1b6ca8", "#d1495b", "#2a9d8f", "#e9a03b", "#6a4c93", "#5c5c5c", "#8ab17d", "#b56576"]
@@ -32,7 +33,13 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "group"
 
 
-_PLAIN = FuncFormatter(lambda v, _: f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.0e}".replace("e+0", "e").replace("e+", "e"))
+def _plain(v: float, _pos=None) -> str:
+    if 1e-3 <= abs(v) < 1e4:
+        return f"{v:.3g}"
+    return f"{v:.0e}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+_PLAIN = FuncFormatter(_plain)
 
 
 def _fast_ticks(fig: Figure) -> None:
@@ -72,7 +79,6 @@ def _band(boot, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 def _frontier_panel(ax, fr: FrontierResult, color: str, label: str) -> None:
     x, loss = fr.x, fr.loss
     ax.scatter(x, loss, s=4, color=color, alpha=0.15, linewidths=0)
-    from .frontier import frontier_points
     fx, fy = frontier_points(x, loss)
     ax.plot(fx, fy, "o", ms=3, color=color)
     grid = np.geomspace(x.min(), x.max(), 120)
