@@ -92,6 +92,13 @@ def test_study_errors(tmp_path, groups):
     (run / "metrics.jsonl").write_text("\n".join(lines[:2] + [json.dumps(rec)] + lines[3:]) + "\n")
     with pytest.raises(DataError, match=r"line 3: missing key 'tokens'"):
         load_study(root)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "summary.json").write_text(json.dumps({"model": "mpnn", "status": "completed"}))
+    (run / "metrics.jsonl").rename(run / "m.bak")
+    with pytest.raises(DataError, match=r"mpnn-0/metrics.jsonl: missing"):
+        load_study(root)
+    (run / "summary.json").write_text(json.dumps({"model": "mpnn", "status": "running"}))
+    assert load_study(root)["mpnn"].n_runs == 3   # a run not yet evaluated is skipped
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"no run directories"):
         load_study(tmp_path / "empty")

@@ -10,6 +10,7 @@ Study directories (see ``docs/contracts.md``): any directory whose sub-directori
 - group = ``summary["model"]``, suffixed ``"-<variant>"`` when the summary records ``variant`` (or ``tag``);
 - ``status == "diverged"`` runs keep the checkpoints logged before the first non-finite loss; a non-finite
   loss in any other run is an error; ``running`` runs are used as they are (partial curves are valid);
+  a ``running`` or ``diverged`` run without ``metrics.jsonl`` yet is skipped (a completed one is an error);
 - κ per group = median of the runs' ``kappa`` (summary, else metrics), else median of ``C / (3 N D)``.
 """
 
@@ -184,10 +185,12 @@ def load_study(root: str | Path, *, loss_key: str = "loss") -> dict[str, GroupDa
     for run_dir in find_runs(root):
         summary = _read_json(run_dir / "summary.json")
         metrics_path = run_dir / "metrics.jsonl"
-        if not metrics_path.is_file():
-            raise DataError(f"{metrics_path}: missing (run directory without metrics)")
         if "model" not in summary:
             raise DataError(f"{run_dir / 'summary.json'}: missing key 'model'")
+        if not metrics_path.is_file():
+            if summary.get("status") in ("running", "diverged"):
+                continue  # started or failed before its first evaluation: no checkpoints to use
+            raise DataError(f"{metrics_path}: missing (run directory without metrics)")
         group = str(summary["model"])
         variant = summary.get("variant") or summary.get("tag")
         if variant:
@@ -217,6 +220,8 @@ def load_study(root: str | Path, *, loss_key: str = "loss") -> dict[str, GroupDa
             H = rec.get("train_time_s")
             if H is None:
                 H = float("nan")  # a group with any missing time has no time frontier
+            elif _number(H, where, "train_time_s") < 0:
+                raise DataError(f"{where}: key 'train_time_s' must be >= 0 (got {H})")
             if rec.get("kappa") and not run_kappa:
                 run_kappa = [float(rec["kappa"])]
             rows.setdefault(group, []).append((label, *vals, float(H), loss))
