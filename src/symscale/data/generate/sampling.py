@@ -65,6 +65,7 @@ class MoleculeResult:
     n_rejected: int = 0
     n_abandoned: int = 0
     seconds: float = 0.0
+    xtb_seconds: float = 0.0
 
 
 def _maxwell_boltzmann(rng: np.random.Generator, masses: np.ndarray, kT: float) -> np.ndarray:
@@ -135,5 +136,6 @@ def sample_molecule(molecule: Molecule, settings: SamplingSettings, seed: int) -
                 result.temperatures.append(float(temperature))
                 kept += 1
     result.n_singlepoints = labeller.n_singlepoints
+    result.xtb_seconds = labeller.seconds
     result.seconds = time.perf_counter() - start
     return result

@@ -6,6 +6,8 @@ the rest of symscale only ever sees Å, eV and eV/Å.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from ase.units import Bohr, Hartree
 
@@ -29,6 +31,7 @@ class XTBLabeller:
 
     Attributes:
         n_singlepoints: number of single points attempted (successful or not).
+        seconds: wall-clock time spent inside tblite (update + single point + reading results).
     """
 
     def __init__(self, numbers: np.ndarray, positions: np.ndarray, *, accuracy: float = 1.0,
@@ -43,6 +46,7 @@ class XTBLabeller:
         self._reuse = bool(reuse_wavefunction)
         self._result = None
         self.n_singlepoints = 0
+        self.seconds = 0.0
 
     def reset(self) -> None:
         """Forget the previous wavefunction (the next SCF starts from the default guess)."""
@@ -58,6 +62,7 @@ class XTBLabeller:
 
         self.n_singlepoints += 1
         pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        start = time.perf_counter()
         try:
             self._calc.update(positions=pos / Bohr)
             if self._reuse and self._result is not None:
@@ -69,6 +74,8 @@ class XTBLabeller:
         except (TBLiteRuntimeError, TBLiteValueError) as exc:
             self._result = None  # a failed SCF leaves no usable restart guess
             raise SCFError(str(exc).splitlines()[0] if str(exc) else "tblite failed") from exc
+        finally:
+            self.seconds += time.perf_counter() - start
         if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
             self._result = None
             raise SCFError("non-finite energy or forces")
