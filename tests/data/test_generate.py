@@ -184,3 +184,28 @@ def test_cli_writes_dataset(smiles_file, tmp_path):
                           "--stride", "2", "--equilibration", "2", "--smiles", str(smiles_file),
                           "--no-progress", "--overwrite"]) == 0
     assert len(PreparedDataset(out)) == 3 and (out / "README.md").read_text() == "keep me\n"
+
+
+def test_symscale_data_generate_entry_point(smiles_file, tmp_path, capsys):
+    from symscale.cli import main
+
+    out = tmp_path / "via-cli"
+    assert main(["data", "generate", "--out", str(out), "--molecules", "2", "--per-molecule", "2",
+                 "--temperatures", "400", "--stride", "2", "--equilibration", "2", "--smiles", str(smiles_file),
+                 "--selection", "first", "--no-progress"]) == 0
+    assert PreparedDataset(out).mol_ids == ["ethanol", "chloromethane"]
+    assert main(["data", "generate", "--out", str(tmp_path / "y"), "--smiles", str(tmp_path / "missing.smi")]) == 2
+    assert "missing.smi: cannot read SMILES file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shipped_molecules_workers_invariance_slow():
+    kwargs = dict(n_molecules=4, structures_per_molecule=6, temperatures=(300.0, 600.0, 1000.0), seed=11,
+                  stride=5, equilibration_steps=10)
+    one = generate_structures(workers=1, **kwargs)
+    three = generate_structures(workers=3, **kwargs)
+    assert len(one.structures) == len(three.structures) == 24
+    assert one.n_scf_failures == three.n_scf_failures
+    for a, b in zip(one.structures, three.structures):
+        assert a.mol_id == b.mol_id and a.energy == b.energy
+        np.testing.assert_array_equal(a.forces, b.forces)

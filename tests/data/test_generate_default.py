@@ -45,3 +45,24 @@ def test_default_dataset_labels_are_gfn2_xtb(ds):
         energy, forces = XTBLabeller(s.numbers, s.positions, reuse_wavefunction=False)(s.positions)
         assert abs(energy - s.energy) < 1e-3
         np.testing.assert_allclose(s.forces, forces, atol=2e-3, rtol=0)
+
+
+def test_default_dataset_is_reproducible_from_its_metadata(ds):
+    """Re-running the sampler for the smallest molecule with the recorded settings gives the stored arrays."""
+    from symscale.data.generate import SamplingSettings, load_smiles, sample_molecule
+
+    info = ds.metadata["reader_options"]["generator"]
+    settings = info["settings"]
+    settings = SamplingSettings(**{**settings, "temperatures": tuple(settings["temperatures"])})
+    by_name = {m.name: m for m in load_smiles()}
+    sizes = {name: int(ds.n_atoms[int(np.argmax(np.asarray(ds.mol_index) == k))])
+             for k, name in enumerate(ds.mol_ids)}
+    name = min(info["molecules"], key=lambda n: (sizes[n], n))
+    res = sample_molecule(by_name[name], settings, seed=info["seed"])
+    stored = [i for i in range(len(ds)) if ds.mol_ids[int(ds.mol_index[i])] == name]
+    assert len(res.structures) == len(stored) == settings.structures_per_molecule
+    for s, i in zip(res.structures, stored):
+        t = ds.structure(i)
+        assert s.energy == t.energy
+        np.testing.assert_array_equal(s.positions.astype(np.float32), t.positions.astype(np.float32))
+        np.testing.assert_array_equal(s.forces.astype(np.float32), t.forces.astype(np.float32))
