@@ -41,7 +41,8 @@ def register(subparsers) -> None:
     prep.set_defaults(func=_prepare)
 
     info = sub.add_parser("info", help="describe a raw source or a prepared directory")
-    info.add_argument("path", help="source file, directory or prepared directory")
+    info.add_argument("path", nargs="?", default=None,
+                      help="source file, directory or prepared directory (default: the embedded dataset)")
     _reader_args(info)
     info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(func=_info)
@@ -154,7 +155,12 @@ def _summary(x: np.ndarray) -> dict | None:
 
 
 def _info(args) -> int:
-    desc = describe(args.path, **_reader_options(args))
+    path = args.path
+    if path is None:
+        from .prepared import default_dataset_path
+
+        path = default_dataset_path()
+    desc = describe(path, **_reader_options(args))
     if args.json:
         print(json.dumps(desc, indent=1, ensure_ascii=False))
         return 0
