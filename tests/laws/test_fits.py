@@ -153,3 +153,13 @@ def test_parallel_groups_identical():
     for n in groups:
         assert seq[n].summary["alpha"] == par[n].summary["alpha"]
         assert seq[n].summary["gamma_c"] == par[n].summary["gamma_c"]
+
+
+def test_warnings_flag_unidentified_fits():
+    """A data term that vanishes (loss flat in D) is reported, not silently turned into exponents."""
+    flat_in_d = make_group("flat", n_runs=5, n_ckpt=12, noise=0.002, seed=3, B=0.0)
+    w = analyse_group(flat_in_d, n_boot=20, seed=0).summary["warnings"]
+    print("\n".join(w))
+    assert any(x.startswith("B = 0") for x in w)
+    clean = analyse_group(make_group("ok", n_runs=6, n_ckpt=15, seed=1), n_boot=20, seed=0).summary["warnings"]
+    assert not any("vanished" in x or "outside its own" in x or "edge of the searched" in x for x in clean), clean

@@ -165,6 +165,18 @@ def _warnings(out: dict, data: GroupData) -> list[str]:
         q = out.get(key)
         if q and np.isfinite(q["ci_low"]) and q["ci_high"] - q["ci_low"] > abs(q["value"]):
             w.append(f"{key}: 95% interval [{q['ci_low']:.3g}, {q['ci_high']:.3g}] is wider than the value")
+    for key, term in (("A", "model-size term A·N^-alpha"), ("B", "data term B·D^-beta")):
+        if out[key]["value"] <= 0.0:
+            w.append(f"{key} = 0: the {term} vanished, so its exponent and the allocation a, b are not identified")
+    for key in ("alpha", "beta"):
+        v = out[key]["value"]
+        if np.isclose(v, sumlaw.BOUNDS[0]) or np.isclose(v, sumlaw.BOUNDS[1]) or v >= 0.995 * sumlaw.ALPHA_GRID[-1]:
+            w.append(f"{key} = {v:.3g} sits at the edge of the searched range: the fit is not converged to an interior optimum")
+    for key in ("alpha", "beta", "gamma_c"):
+        q = out.get(key)
+        if q and np.isfinite(q["ci_low"]) and not (q["ci_low"] <= q["value"] <= q["ci_high"]):
+            w.append(f"{key}: the estimate {q['value']:.3g} lies outside its own bootstrap interval "
+                     f"[{q['ci_low']:.3g}, {q['ci_high']:.3g}]: resampled runs disagree with the full fit")
     if out["frontier_c"]["selected"] == "free":
         w.append("compute frontier: the data support a non-zero L_inf (AICc); gamma_c assumes L_inf = 0")
     diverged = [s for s in data.run_status if s == "diverged"]

@@ -161,16 +161,31 @@ def plot_sumlaw(r: GroupAnalysis, out_dir: Path) -> list[Path]:
 def plot_allocation(results: dict[str, GroupAnalysis], out_dir: Path) -> list[Path]:
     fig = Figure(figsize=(11, 4.5))
     axn, axd = fig.subplots(1, 2)
+    undefined = []
     for i, (name, r) in enumerate(results.items()):
         color = COLORS[i % len(COLORS)]
         f, b, k = r.fit, r.boot, r.data.kappa
         grid = np.geomspace(r.data.C.min(), r.data.C.max() * 100, 100)
+        if not (f.A > 0 and f.B > 0):  # a vanished term has no compute-optimal trade-off
+            undefined.append(name)
+            continue
         for ax, fn in ((axn, allocation.optimal_n), (axd, allocation.optimal_d)):
             ax.plot(grid, fn(grid, k, f.A, f.B, f.alpha, f.beta)[0], color=color, label=name)
             if b is not None and b.alpha.size > 1:
                 reps = fn(grid, k, b.A, b.B, b.alpha, b.beta)
                 ax.fill_between(grid, np.nanpercentile(reps, 2.5, axis=0), np.nanpercentile(reps, 97.5, axis=0),
                                 color=color, alpha=0.2, lw=0)
+    if undefined:
+        note = "no optimum (A or B = 0): " + ", ".join(undefined)
+        for ax in (axn, axd):
+            ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=8, color="0.3")
+    if len(undefined) == len(results):
+        for ax in (axn, axd):  # nothing positive to put on log axes
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axn.set(xlabel="compute C (FLOPs)", ylabel="N* (parameters)", title="Compute-optimal model size")
+        axd.set(xlabel="compute C (FLOPs)", ylabel="D* (atoms)", title="Compute-optimal data")
+        return _save(fig, out_dir, "allocation")
     axn.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="N* (parameters)",
             title="Compute-optimal model size")
     axd.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="D* (atoms)",
