@@ -134,8 +134,7 @@ def _demo(args: argparse.Namespace) -> int:
                    "--bootstrap", str(args.bootstrap)])
     if rc:
         return rc
-    rc = cli_main(["report", str(runs_dir), "--out", str(out / "report"),
-                   "--bootstrap", str(args.bootstrap)])
+    rc = cli_main(["report", str(out / "plots"), "--out", str(out / "report")])  # reuses the fit above
     if rc:
         return rc
     print(f"\nreport: {out / 'report' / 'report.html'}")

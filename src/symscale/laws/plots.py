@@ -19,7 +19,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from . import allocation
 from .frontier import frontier_points
@@ -47,8 +47,16 @@ def _fast_ticks(fig: Figure) -> None:
     for ax in fig.axes:
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
             if scale == "log":
-                axis.set_major_locator(LogLocator(numticks=7))
-                axis.set_major_formatter(_PLAIN)
+                lo, hi = axis.get_view_interval()
+                span = np.log10(hi / lo) if lo > 0 and hi > lo else 10.0
+                # short spans (a loss that falls by 30 %) would show no decade tick at all: label 1-2-5 or 1..9
+                if span < 0.7:  # under a factor 5: evenly spaced plain numbers read best
+                    axis.set_major_locator(MaxNLocator(nbins=6))
+                    axis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.4g}"))
+                else:
+                    subs = (1.0,) if span >= 2.0 else (1.0, 2.0, 5.0)
+                    axis.set_major_locator(LogLocator(subs=subs, numticks=12))
+                    axis.set_major_formatter(_PLAIN)
                 axis.set_minor_locator(NullLocator())
 
 
