@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from ..atomic import write_text
 from ..errors import ConfigError, DataError
 from . import analyse, load, to_json
 from .io import find_runs
@@ -88,10 +88,7 @@ def _run_fit(args):
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
 
 def table(doc: dict) -> str:

@@ -11,7 +11,6 @@ and SVG, atomically (temporary name, then rename).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+from ..atomic import atomic_path
 from . import allocation
 from .frontier import frontier_points
 from .bootstrap import FrontierResult, GroupAnalysis
@@ -68,9 +68,8 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         for ext in ("png", "svg"):
             final = out_dir / f"{stem}.{ext}"
-            tmp = out_dir / f".{stem}.{ext}.tmp"
-            fig.savefig(tmp, format=ext, dpi=100)
-            os.replace(tmp, final)
+            with atomic_path(final, fsync=False) as tmp:
+                fig.savefig(tmp, format=ext, dpi=100)
             paths.append(final)
     return paths
 

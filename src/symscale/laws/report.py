@@ -13,6 +13,8 @@ import html
 import os
 from pathlib import Path
 
+from ..atomic import write_text
+
 EXPONENTS = [("gamma_c", "γ_c (FLOPs)"), ("gamma_h", "γ_h (time)"), ("alpha", "α (params)"),
              ("beta", "β (data)"), ("gamma_c_derived", "γ derived αβ/(α+β)"), ("a", "a (N* ∝ C^a)"),
              ("b", "b (D* ∝ C^b)"), ("L_inf", "L∞"), ("A", "A"), ("B", "B")]
@@ -106,12 +108,6 @@ def _num(v) -> str:
     return "–" if v is None else f"{v:.4g}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(doc: dict, out_dir: str | Path, image_dir: str | Path | None = None,
                  title: str = "symscale laws report") -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` into ``out_dir``; returns both paths.
@@ -146,6 +142,6 @@ def write_report(doc: dict, out_dir: str | Path, image_dir: str | Path | None = 
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(parts_html) + "\n</body></html>\n")
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    _atomic_write(html_path, page)
-    _atomic_write(md_path, "\n".join(parts_md))
+    write_text(html_path, page)
+    write_text(md_path, "\n".join(parts_md))
     return html_path, md_path

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from ..data.batch import Batch
 from .loss import ErrorSums, LossFunction
 
@@ -120,19 +120,7 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(_plain(data), indent=2) + "\n")
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_text_atomic = write_text
 
 
 def _plain(x: Any) -> Any:
