@@ -29,7 +29,8 @@ from torch import nn
 from torch.nn.functional import silu
 
 from ..data.batch import Batch
-from .layers import MLP, BesselBasis, ElementEmbedding, ForceFieldModel, scatter_sum
+from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel, init_linear_,
+                     scatter_sum)
 
 OPTIONS = {
     "forces": ("direct", "force mode: 'direct' (linear combination of vector channels) or 'conservative'"),
@@ -45,20 +46,27 @@ def default_vector_channels(width: int) -> int:
     """``C = max(2, width // 8)``: vector channels grow with the width knob."""
     return max(2, int(width) // 8)
 
+# Initialisation constants (variance-preserving init, see docs/models.md "Initialisation and trainability").
+_THIRD = 3.0 ** -0.5  # the pre-activation sums three terms (receiver, sender, invariants) of equal variance
+VEC_GAIN = 4.0  # sum_j w x_ij / avg largely cancels (|x| < 1, neighbours all around): measured rescaling
+
 
 class MCEGNNLayer(nn.Module):
     """One multi-channel EGNN layer (scalar and vector updates, see the module docstring)."""
 
-    def __init__(self, width: int, channels: int, num_basis: int, avg_neighbors: float):
+    def __init__(self, width: int, channels: int, num_basis: int, avg_neighbors: float,
+                 residual_gain: float = 1.0):
         super().__init__()
         self.channels = channels
-        self.src = nn.Linear(width, width)
-        self.dst = nn.Linear(width, width, bias=False)
-        self.inv = nn.Linear(num_basis + 3 * channels, width, bias=False)
-        self.msg = nn.Linear(width, width)
+        self.src = init_linear_(nn.Linear(width, width), _THIRD)
+        self.dst = init_linear_(nn.Linear(width, width, bias=False), _THIRD)
+        self.inv = init_linear_(nn.Linear(num_basis + 3 * channels, width, bias=False), _THIRD * RADIAL_GAIN)
+        self.msg = init_linear_(nn.Linear(width, width), SILU_GAIN)
         self.update = MLP([2 * width + channels, width, width])
-        self.vec_weights = nn.Linear(width, 2 * channels, bias=False)  # no bias: m carries u(d)
-        self.mix = nn.Linear(channels, channels, bias=False)
+        init_linear_(self.update[-1], SILU_GAIN * residual_gain)
+        self.vec_weights = init_linear_(nn.Linear(width, 2 * channels, bias=False),  # no bias: m carries u(d)
+                                        SILU_GAIN * VEC_GAIN * residual_gain)
+        self.mix = init_linear_(nn.Linear(channels, channels, bias=False), residual_gain)
         self.inv_avg = 1.0 / float(avg_neighbors)
 
     def forward(self, h: torch.Tensor, v: torch.Tensor, x: torch.Tensor, rbf: torch.Tensor,
@@ -91,10 +99,10 @@ class MCEGNN(ForceFieldModel):
         self.channels = channels
         self.embedding = ElementEmbedding(self.width)
         self.basis = BesselBasis(cutoff, num_basis)
-        self.layers = nn.ModuleList(MCEGNNLayer(self.width, channels, num_basis, avg_neighbors)
-                                    for _ in range(num_layers))
+        self.layers = nn.ModuleList(MCEGNNLayer(self.width, channels, num_basis, avg_neighbors,
+                                                num_layers ** -0.5) for _ in range(num_layers))
         self.energy_head = MLP([self.width + channels, self.width, 1], last_bias=False)
-        self.force_head = nn.Linear(channels, 1, bias=False) if forces == "direct" else None
+        self.force_head = (init_linear_(nn.Linear(channels, 1, bias=False)) if forces == "direct" else None)
 
     def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         i, j = batch.edge_index

@@ -34,7 +34,8 @@ from torch import nn
 
 from ..data.batch import Batch
 from ..errors import ConfigError
-from .layers import MLP, BesselBasis, ElementEmbedding, ForceFieldModel, PolynomialEnvelope, scatter_sum
+from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel,
+                     PolynomialEnvelope, init_linear_, scatter_sum)
 from .so2 import (PARITIES, EdgeFrame, EquivariantRMSNorm, SO2Convolution, SO3Linear, degree_of_rows,
                   frame_rows, gate)
 
@@ -70,11 +71,11 @@ class MessageBlock(nn.Module):
 
     def __init__(self, lmax: int, mmax: int, width: int, radial_dim: int, parity: str):
         super().__init__()
-        self.recv = SO3Linear(lmax, width, width)
-        self.send = SO3Linear(lmax, width, width)
+        self.recv = SO3Linear(lmax, width, width, gain=0.5 ** 0.5)  # receiver + sender: unit variance
+        self.send = SO3Linear(lmax, width, width, gain=0.5 ** 0.5)
         self.conv1 = SO2Convolution(lmax, mmax, width, width, n_extra=lmax * width,
                                     radial_dim=radial_dim, parity=parity)
-        self.conv2 = SO2Convolution(lmax, mmax, width, width, parity=parity)
+        self.conv2 = SO2Convolution(lmax, mmax, width, width, parity=parity, gain=SILU_GAIN)  # after the gate
         rows, _ = frame_rows(lmax, mmax)
         self.register_buffer("degree", degree_of_rows(lmax)[rows])
         self.lmax, self.width = lmax, width
@@ -104,8 +105,8 @@ class FeedForward(nn.Module):
     def __init__(self, lmax: int, width: int, hidden: int):
         super().__init__()
         self.lin1 = SO3Linear(lmax, width, hidden)
-        self.invariants = nn.Linear((lmax + 1) * width, (lmax + 1) * hidden)
-        self.lin2 = SO3Linear(lmax, hidden, width)
+        self.invariants = init_linear_(nn.Linear((lmax + 1) * width, (lmax + 1) * hidden))
+        self.lin2 = SO3Linear(lmax, hidden, width, gain=SILU_GAIN)  # after the gate
         degree = degree_of_rows(lmax)
         self.register_buffer("degree", degree)
         pool = nn.functional.one_hot(degree[1:] - 1, lmax).to(torch.get_default_dtype())
@@ -131,7 +132,7 @@ class EdgeDegreeEmbedding(nn.Module):
 
     def __init__(self, lmax: int, width: int, radial_dim: int):
         super().__init__()
-        self.lin = nn.Linear(radial_dim + 2 * width, (lmax + 1) * width)
+        self.lin = init_linear_(nn.Linear(radial_dim + 2 * width, (lmax + 1) * width))
         self.lmax, self.width = lmax, width
 
     def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor, radial: torch.Tensor,
@@ -176,7 +177,8 @@ class ESEN(ForceFieldModel):
         self.frame = EdgeFrame(lmax, mmax)
         self.basis = BesselBasis(cutoff, num_basis)
         self.envelope = PolynomialEnvelope(cutoff)
-        self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden]), nn.SiLU())
+        self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden], input_gain=RADIAL_GAIN),
+                                    nn.SiLU())
         self.edge_embedding = EdgeDegreeEmbedding(lmax, width, radial_hidden)
         self.norms1 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
         self.messages = nn.ModuleList([MessageBlock(lmax, mmax, width, radial_hidden, parity)
@@ -185,7 +187,7 @@ class ESEN(ForceFieldModel):
         self.ffns = nn.ModuleList([FeedForward(lmax, width, ffn_factor * width) for _ in range(num_layers)])
         self.norm_out = EquivariantRMSNorm(lmax, width)
         self.energy_head = MLP([width, width, 1], last_bias=False)  # a constant cancels in E - E_isolated
-        self.force_head = nn.Linear(width, 1, bias=False)
+        self.force_head = init_linear_(nn.Linear(width, 1, bias=False))
         # Row k = e3nn's ℓ=1 coefficients of the unit vector e_k; as that basis change is orthogonal, a row
         # of ℓ=1 coefficients times this matrix gives (x, y, z) whatever e3nn's ℓ=1 ordering is.
         unit = o3.spherical_harmonics(1, torch.eye(3, dtype=torch.float64), normalize=True,

@@ -43,7 +43,8 @@ from torch import nn
 from ..data.batch import Batch
 from ..errors import ConfigError
 from . import gemnet_geometry as geo
-from .layers import MLP, BesselBasis, ElementEmbedding, ForceFieldModel, PolynomialEnvelope, scatter_sum
+from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel,
+                     PolynomialEnvelope, init_linear_, scatter_sum)
 
 OPTIONS: dict[str, tuple[object, str]] = {
     "forces": ("direct", "force mode: 'direct' (force head sum_j f_ij r_hat_ij) or 'conservative'"),
@@ -62,6 +63,7 @@ OPTIONS: dict[str, tuple[object, str]] = {
 }
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_EDGES_PER_ATOM = 16.0  # typical edges per atom at 5 Å in molecules (init scale of the force head only)
 
 
 class _ManyBody(nn.Module):
@@ -134,13 +136,19 @@ class _Block(nn.Module):
 class _Output(nn.Module):
     """Output block after an interaction block (GemNet-OC sums them over blocks): a per-atom energy
     from ``h`` and an invariant per-edge force magnitude ``f_ij`` from ``m``, gated by the radial basis
-    (so ``f_ij`` vanishes smoothly at the cutoff)."""
+    (so ``f_ij`` vanishes smoothly at the cutoff).
 
-    def __init__(self, width: int, num_radial: int):
+    Init: ``f_ij`` sums ``width`` channels, the atom force sums ~``_EDGES_PER_ATOM`` edges and the model sums
+    ``num_outputs`` blocks, so the last force layer's gain is divided by the square root of their product:
+    normalised forces start at order 0.3–1 rather than several units (variance-preserving MLPs).
+    """
+
+    def __init__(self, width: int, num_radial: int, num_outputs: int = 1):
         super().__init__()
         self.energy_mlp = MLP([width, width, 1], last_bias=False)  # a bias cancels in E - E_isolated
         self.force_mlp = MLP([width, width, width])
-        self.force_radial = nn.Linear(num_radial, width, bias=False)
+        init_linear_(self.force_mlp[-1], SILU_GAIN / (width * _EDGES_PER_ATOM * num_outputs) ** 0.5)
+        self.force_radial = init_linear_(nn.Linear(num_radial, width, bias=False), RADIAL_GAIN)
 
     def energy(self, h: torch.Tensor) -> torch.Tensor:
         return self.energy_mlp(h).squeeze(-1)
@@ -194,7 +202,7 @@ class GemNet(ForceFieldModel):
         self.blocks = nn.ModuleList(
             _Block(width, num_radial, self.num_spherical, 3 * self.num_dihedral, trip_dim, quad_dim, quads)
             for _ in range(num_layers))
-        self.outputs = nn.ModuleList(_Output(width, num_radial) for _ in range(num_layers))
+        self.outputs = nn.ModuleList(_Output(width, num_radial, num_layers) for _ in range(num_layers))
 
     # ------------------------------------------------------------------ geometry
     def interaction_graph(self, batch: Batch, vec: torch.Tensor, dist: torch.Tensor) -> dict:

@@ -8,6 +8,11 @@ force vectors). The base class adds what is common and easy to get wrong:
 * isolated-atom consistency: the normalised output of an atom with no neighbours is subtracted, so an
   isolated atom has exactly its reference energy ``E0[Z]`` and zero force;
 * the two force modes: ``"direct"`` (a force head, the study's choice) or ``"conservative"`` (-dE/dpos).
+
+Initialisation (see ``docs/models.md``, "Initialisation and trainability"): every linear map is drawn
+``N(0, gain² / fan_in)`` with zero bias (:func:`init_linear_`), where ``gain`` is 1 for inputs of unit second
+moment and :data:`SILU_GAIN` after a SiLU, so a unit-variance signal keeps unit second moment through
+every :class:`MLP` and the normalised outputs start at order one instead of ~0.005.
 """
 
 from __future__ import annotations
@@ -15,12 +20,39 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..data.batch import Batch
 
 N_ELEMENTS = 119  # atomic numbers 0..118
+
+
+def second_moment_gain(fn, points: int = 80) -> float:
+    """``1 / sqrt(E[fn(z)²])`` for ``z ~ N(0, 1)`` (Gauss–Hermite quadrature), the factor that restores a
+    unit second moment after the activation ``fn`` (e3nn's ``normalize2mom`` constant)."""
+    z, w = np.polynomial.hermite_e.hermegauss(points)
+    values = fn(torch.as_tensor(z, dtype=torch.float64)).numpy()
+    return float(1.0 / math.sqrt(float(np.sum(w * values**2) / math.sqrt(2.0 * math.pi))))
+
+
+SILU_GAIN = second_moment_gain(torch.nn.functional.silu)  # ≈ 1.679
+
+#: Gain for linear maps of raw edge features (Bessel basis, ``r_ij / cutoff``): on the embedded molecules at
+#: ``cutoff = 5`` Å their second moment is ≈ 0.04–0.06 (docs/models.md), so ``1 / sqrt(0.06)`` ≈ 4 brings
+#: such a map to unit scale like its node-feature counterparts.
+RADIAL_GAIN = 4.0
+
+
+@torch.no_grad()
+def init_linear_(layer: nn.Linear, gain: float = 1.0) -> nn.Linear:
+    """Variance-preserving init: weight ``~ N(0, gain² / fan_in)``, bias 0. With ``gain = 1`` an input of
+    unit second moment gives outputs of unit second moment; use ``gain = SILU_GAIN`` after a SiLU."""
+    nn.init.normal_(layer.weight, std=gain / math.sqrt(layer.in_features))
+    if layer.bias is not None:
+        layer.bias.zero_()
+    return layer
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
@@ -67,13 +99,19 @@ class BesselBasis(nn.Module):
 
 
 class MLP(nn.Sequential):
-    """``Linear -> act -> ... -> Linear`` with SiLU activations (none after the last layer)."""
+    """``Linear -> act -> ... -> Linear`` with SiLU activations (none after the last layer).
 
-    def __init__(self, dims: list[int], bias: bool = True, last_bias: bool = True):
+    Variance-preserving init (:func:`init_linear_`): the first layer uses ``input_gain`` (1 for inputs of unit
+    second moment, :data:`SILU_GAIN` when the input comes out of a SiLU), later layers ``SILU_GAIN``; an
+    input of the assumed scale leaves every layer, the last included, with unit second moment.
+    """
+
+    def __init__(self, dims: list[int], bias: bool = True, last_bias: bool = True, input_gain: float = 1.0):
         layers: list[nn.Module] = []
         for k in range(len(dims) - 1):
             last = k == len(dims) - 2
-            layers.append(nn.Linear(dims[k], dims[k + 1], bias=last_bias if last else bias))
+            lin = nn.Linear(dims[k], dims[k + 1], bias=last_bias if last else bias)
+            layers.append(init_linear_(lin, input_gain if k == 0 else SILU_GAIN))
             if not last:
                 layers.append(nn.SiLU())
         super().__init__(*layers)

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..data.batch import Batch
-from .layers import MLP, BesselBasis, ElementEmbedding, ForceFieldModel, scatter_sum
+from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel, init_linear_,
+                     scatter_sum)
 
 OPTIONS = {
     "forces": ("direct", "force mode: 'direct' (per-atom force head) or 'conservative' (-dE/dpos)"),
@@ -34,17 +35,20 @@ OPTIONS = {
     "avg_neighbors": (16.0, "constant that divides each aggregated message sum"),
 }
 
+_THIRD = 3.0 ** -0.5  # the pre-activation sums three terms (receiver, sender, edge) of equal variance
+
 
 class MPNNLayer(nn.Module):
     """One residual message-passing update on raw edge inputs (see the module docstring)."""
 
-    def __init__(self, width: int, edge_dim: int, avg_neighbors: float):
+    def __init__(self, width: int, edge_dim: int, avg_neighbors: float, residual_gain: float = 1.0):
         super().__init__()
-        self.src = nn.Linear(width, width)
-        self.dst = nn.Linear(width, width, bias=False)
-        self.edge = nn.Linear(edge_dim, width, bias=False)
-        self.out = nn.Linear(width, width, bias=False)
+        self.src = init_linear_(nn.Linear(width, width), _THIRD)
+        self.dst = init_linear_(nn.Linear(width, width, bias=False), _THIRD)
+        self.edge = init_linear_(nn.Linear(edge_dim, width, bias=False), _THIRD * RADIAL_GAIN)
+        self.out = init_linear_(nn.Linear(width, width, bias=False), SILU_GAIN)
         self.update = MLP([2 * width, width, width])
+        init_linear_(self.update[-1], SILU_GAIN * residual_gain)
         self.inv_avg = 1.0 / float(avg_neighbors)
 
     def forward(self, h: torch.Tensor, edge_in: torch.Tensor, env: torch.Tensor,
@@ -66,7 +70,7 @@ class MPNN(ForceFieldModel):
         self.width = int(width)
         self.embedding = ElementEmbedding(self.width)
         self.basis = BesselBasis(cutoff, num_basis)
-        self.layers = nn.ModuleList(MPNNLayer(self.width, 3 + num_basis, avg_neighbors)
+        self.layers = nn.ModuleList(MPNNLayer(self.width, 3 + num_basis, avg_neighbors, num_layers ** -0.5)
                                     for _ in range(num_layers))
         self.energy_head = MLP([self.width, self.width, 1], last_bias=False)  # a bias cancels against the isolated atom
         self.force_head = MLP([self.width, self.width, 3], last_bias=False) if forces == "direct" else None

@@ -29,6 +29,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .layers import SILU_GAIN, init_linear_
+
 PARITIES = ("o3", "so3")
 
 
@@ -155,9 +157,9 @@ class EdgeFrame(nn.Module):
         return self.wigner(u).transpose(1, 2)[:, self.rows]
 
 
-def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
-    bound = 1.0 / math.sqrt(fan_in)
-    return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+def _normal(*shape: int, fan_in: int, gain: float = 1.0) -> nn.Parameter:
+    """Variance-preserving weights ``N(0, gain² / fan_in)`` (see :func:`symscale.models.layers.init_linear_`)."""
+    return nn.Parameter(torch.randn(*shape) * (gain / math.sqrt(fan_in)))
 
 
 class SO2Convolution(nn.Module):
@@ -173,18 +175,23 @@ class SO2Convolution(nn.Module):
     """
 
     def __init__(self, lmax: int, mmax: int, c_in: int, c_out: int, n_extra: int = 0,
-                 radial_dim: int | None = None, parity: str = "o3"):
+                 radial_dim: int | None = None, parity: str = "o3", gain: float = 1.0):
         super().__init__()
         if parity not in PARITIES:
             raise ValueError(f"parity must be one of {PARITIES}, got {parity!r}")
         self.c_in, self.c_out, self.n_extra, self.parity = c_in, c_out, n_extra, parity
         _, self.sizes = frame_rows(lmax, mmax)
         n0 = self.sizes[0]
-        self.fc0 = nn.Linear(n0 * c_in, n0 * c_out + n_extra)
-        self.w1 = nn.ParameterList([_uniform(n * c_in, n * c_out, fan_in=n * c_in) for n in self.sizes[1:]])
-        self.w2 = nn.ParameterList([_uniform(n * c_in, n * c_out, fan_in=2 * n * c_in)
+        self.fc0 = init_linear_(nn.Linear(n0 * c_in, n0 * c_out + n_extra), gain)
+        # (+m, -m) mixing with W2 sums two maps: each gets half the variance
+        wgain = gain * (0.5 ** 0.5 if parity == "so3" else 1.0)
+        self.w1 = nn.ParameterList([_normal(n * c_in, n * c_out, fan_in=n * c_in, gain=wgain)
+                                    for n in self.sizes[1:]])
+        self.w2 = nn.ParameterList([_normal(n * c_in, n * c_out, fan_in=n * c_in, gain=wgain)
                                     for n in self.sizes[1:]] if parity == "so3" else [])
-        self.radial = (nn.Linear(radial_dim, sum(self.sizes) * c_in) if radial_dim is not None else None)
+        # radial modulation ~ unit scale from post-SiLU radial features
+        self.radial = (init_linear_(nn.Linear(radial_dim, sum(self.sizes) * c_in), SILU_GAIN)
+                       if radial_dim is not None else None)
 
     def forward(self, x: torch.Tensor, radial: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,11 +236,12 @@ def gate(x: torch.Tensor, gates: torch.Tensor, degree: torch.Tensor) -> torch.Te
 
 
 class SO3Linear(nn.Module):
-    """Channel mixing with one ``(c_in, c_out)`` matrix per degree ℓ (shared over m); bias on ℓ=0 only."""
+    """Channel mixing with one ``(c_in, c_out)`` matrix per degree ℓ (shared over m); bias on ℓ=0 only.
+    Weights ``N(0, gain² / c_in)``, bias 0 (variance-preserving)."""
 
-    def __init__(self, lmax: int, c_in: int, c_out: int):
+    def __init__(self, lmax: int, c_in: int, c_out: int, gain: float = 1.0):
         super().__init__()
-        self.weight = _uniform(lmax + 1, c_in, c_out, fan_in=c_in)
+        self.weight = _normal(lmax + 1, c_in, c_out, fan_in=c_in, gain=gain)
         self.bias = nn.Parameter(torch.zeros(c_out))
         self.register_buffer("degree", degree_of_rows(lmax))
 
