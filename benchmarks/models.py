@@ -13,8 +13,8 @@ path: the first ``--batch`` training structures of a prepared dataset, with its 
 * ``params`` and the counted FLOPs of one training step (``training_step_flops``: forward + loss + backward,
   matmul-like aten ops only, 2 FLOPs per multiply-add);
 * the median wall time of a full training step (zero_grad, forward, loss = per-atom energy MAE + mean
-  per-atom force-error L2, backward, ``torch.optim.AdamW`` step) over ``--repeats`` timed repeats after
-  ``--warmup`` untimed steps; each repeat runs enough steps to last >= ``--min-time`` s;
+  per-atom force-error L2, backward, optimizer step: ``--optimizer``, default torch AdamW) over
+  ``--repeats`` timed repeats after ``--warmup`` untimed steps; each repeat lasts >= ``--min-time`` s;
 * structures/s, atoms/s, FLOP/s and FLOP/s as a % of the float32 GEMM peak measured in the same process
   (square ``torch.mm``, sizes 512/1024/2048, best of 5, same thread count; measured before and after the
   model timings, the higher one is used);
@@ -58,18 +58,22 @@ HERE = Path(__file__).resolve().parent
 
 # ----------------------------------------------------------------------------------------- measurements
 def gemm_peak(sizes=(512, 1024, 2048), repeats: int = 5, dtype=torch.float32) -> dict:
-    """Best square-matmul rate (GFLOP/s) over ``sizes`` x ``repeats`` in this process and thread count."""
-    rates = {}
+    """Best square-matmul rate (GFLOP/s) over ``sizes`` x ``repeats`` in this process and thread count.
+
+    ``gflops`` uses wall time, ``gflops_cpu`` the process CPU time (what an idle machine would show).
+    """
+    rates, cpu_rates = {}, {}
     for n in sizes:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.mm(a, b)
-        best = float("inf")
+        best = best_cpu = float("inf")
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
+            best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
         rates[n] = 2.0 * n**3 / best / 1e9
-    return {"gflops": max(rates.values()), "by_size": rates}
+        cpu_rates[n] = 2.0 * n**3 / max(best_cpu, 1e-9) / 1e9
+    return {"gflops": max(rates.values()), "gflops_cpu": max(cpu_rates.values()), "by_size": rates}
 
 
 def per_op_floor(n: int = 20000) -> float:
@@ -98,12 +102,51 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+OPTIMIZERS = ("adamw", "fused", "schedulefree")
+
+
+def make_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """``adamw``: torch's default AdamW (a per-parameter for-loop on CPU; what ``symscale.train`` builds);
+    ``fused``: ``AdamW(fused=True)``; ``schedulefree``: ``AdamWScheduleFree`` (foreach) in train mode."""
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr)
+    if name == "fused":
+        return torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
+    if name == "schedulefree":
+        from schedulefree import AdamWScheduleFree
+
+        opt = AdamWScheduleFree(model.parameters(), lr=lr)
+        opt.train()
+        return opt
+    raise ConfigError(f"--optimizer: expected one of {OPTIMIZERS}, got {name!r}")
+
+
+def _matmul_flops(name: str, shapes: list) -> int:
+    """FLOPs of one ``mm`` / ``addmm`` / ``bmm`` / ``baddbmm`` call from its recorded input shapes (else 0)."""
+    try:
+        if name == "aten::mm":
+            (m, k), (_, n) = shapes[0], shapes[1]
+            return 2 * m * k * n
+        if name == "aten::addmm":
+            (m, k), (_, n) = shapes[1], shapes[2]
+            return 2 * m * k * n
+        if name == "aten::bmm":
+            (b, m, k), (_, _, n) = shapes[0], shapes[1]
+            return 2 * b * m * k * n
+        if name == "aten::baddbmm":
+            (b, m, k), (_, _, n) = shapes[1], shapes[2]
+            return 2 * b * m * k * n
+    except (ValueError, IndexError, TypeError):
+        return 0
+    return 0
+
+
 class Trainer:
     """One training step of ``model`` on a fixed ``batch``: forward, study loss, backward, AdamW."""
 
-    def __init__(self, model: torch.nn.Module, batch: Batch, lr: float = 1e-4):
+    def __init__(self, model: torch.nn.Module, batch: Batch, optimizer: str = "adamw", lr: float = 1e-4):
         self.model, self.batch = model, batch
-        self.opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        self.opt = make_optimizer(optimizer, model, lr)
         self.forward_model = model
 
     def forward_loss(self) -> torch.Tensor:
@@ -131,15 +174,25 @@ class Trainer:
         counts["total"] = sum(counts.values())
         return counts
 
-    def profile(self, top: int = 8) -> list[dict]:
+    def profile(self, top: int = 8) -> dict[str, list[dict]]:
+        """One profiled step: top ops by self CPU time, and the slowest matmul shapes with their GFLOP/s."""
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             self.step()
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in events) or 1.0
-        return [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
-                 "calls": e.count} for e in events[:top]]
+        ops = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
+                "calls": e.count} for e in events[:top]]
+        mats = []
+        for e in prof.key_averages(group_by_input_shape=True):
+            flops = _matmul_flops(e.key, e.input_shapes)
+            if flops and e.self_cpu_time_total > 0:
+                mats.append({"op": e.key, "shapes": e.input_shapes[:3], "calls": e.count,
+                             "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
+                             "gflops_per_s": flops * e.count / (e.self_cpu_time_total * 1e-6) / 1e9})
+        mats.sort(key=lambda m: m["self_ms"], reverse=True)
+        return {"ops": ops, "matmuls": mats[:top]}
 
     def time_steps(self, warmup: int, repeats: int, min_time: float) -> dict:
         for _ in range(warmup):
@@ -148,13 +201,15 @@ class Trainer:
         self.step()
         one = time.perf_counter() - t0
         inner = max(1, int(min_time / max(one, 1e-9)))
-        per_step = []
+        per_step, cpu = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(inner):
                 self.step()
             per_step.append((time.perf_counter() - t0) / inner)
-        return {"step_s": statistics.median(per_step), "step_s_all": per_step, "inner": inner}
+            cpu.append((time.process_time() - c0) / inner)
+        return {"step_s": statistics.median(per_step), "step_s_all": per_step, "inner": inner,
+                "cpu_step_s": statistics.median(cpu)}
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -195,7 +250,7 @@ def parse_widths(items: list[str] | None, families: list[str]) -> dict[str, list
 
 
 # ------------------------------------------------------------------------------------------------ rows
-def bench_one(fam: str, width: int, batch: Batch, norm: dict | None, args, peak: float, op_floor: float) -> dict:
+def bench_one(fam: str, width: int, batch: Batch, norm: dict | None, args, op_floor: float) -> dict:
     torch.manual_seed(0)
     options = {} if args.forces == "direct" else {"forces": args.forces}
     if args.lmax is not None and fam == "esen":
@@ -205,14 +260,13 @@ def bench_one(fam: str, width: int, batch: Batch, norm: dict | None, args, peak:
         model.set_normalization(norm["e0"], norm["energy_scale"], norm["force_scale"])
     model.train()
     flops = training_step_flops(model, batch)["flops"]
-    tr = Trainer(model, batch)
+    tr = Trainer(model, batch, args.optimizer)
     t = tr.time_steps(args.warmup, args.repeats, args.min_time)
     ops = tr.op_counts()
     row = {"family": fam, "width": width, "options": options, "params": count_parameters(model), "flops": flops,
            **t, "structures_per_s": batch.n_structures / t["step_s"], "atoms_per_s": batch.tokens / t["step_s"],
            "gflops_per_s": flops / t["step_s"] / 1e9, "ops": ops,
            "op_overhead_share": ops["total"] * op_floor / t["step_s"], "profile": tr.profile()}
-    row["pct_peak"] = 100 * row["gflops_per_s"] / peak
     if args.compile and model.force_mode == "direct":
         row["compile"] = bench_compiled(tr, args)
     return row
@@ -270,18 +324,31 @@ def print_tables(result: dict, stream=sys.stdout) -> None:
     m = result["machine"]
     p(f"batch: {result['batch']['structures']} structures, {result['batch']['atoms']} atoms, "
       f"{result['batch']['edges']} edges ({result['batch']['source']}); float32; threads {m['threads']}; "
-      f"GEMM peak {result['gemm_peak_gflops']:.1f} GFLOP/s; per-op floor {m['op_floor_us']:.1f} µs")
+      f"optimizer {result['optimizer']}; "
+      f"GEMM peak {result['gemm_peak_gflops']:.1f} GFLOP/s (CPU time: {result['gemm_peak_gflops_cpu']:.1f}); "
+      f"per-op floor {m['op_floor_us']:.1f} µs; load average {m['loadavg_start'][0]:.1f} → {m['loadavg_end'][0]:.1f}")
     p("")
-    p("| family | width | params | step GFLOP | step ms | structures/s | GFLOP/s | % GEMM peak | aten ops/step "
-      "| op-floor share | compiled ms (speed-up) |")
+    p("| family | width | params | step GFLOP | step ms (CPU ms) | structures/s | GFLOP/s | % GEMM peak (CPU-time) "
+      "| aten ops/step | op-floor share | compiled ms (speed-up) |")
     p("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         c = r.get("compile")
         comp = "—" if c is None else (f"{1e3 * c['step_s']:.1f} ({r['step_s'] / c['step_s']:.2f}×, "
                                       f"compile {c['compile_s']:.0f} s)" if c["ok"] else f"failed: {c['error'][:60]}")
-        p(f"| {r['family']} | {r['width']} | {r['params']:,} | {r['flops'] / 1e9:.2f} | {1e3 * r['step_s']:.1f} | "
-          f"{r['structures_per_s']:.1f} | {r['gflops_per_s']:.2f} | {r['pct_peak']:.1f} | {r['ops']['total']:,} | "
+        p(f"| {r['family']} | {r['width']} | {r['params']:,} | {r['flops'] / 1e9:.2f} | {1e3 * r['step_s']:.1f} "
+          f"({1e3 * r['cpu_step_s']:.1f}) | {r['structures_per_s']:.1f} | {r['gflops_per_s']:.2f} | "
+          f"{r['pct_peak']:.1f} ({r['pct_peak_cpu']:.1f}) | {r['ops']['total']:,} | "
           f"{100 * r['op_overhead_share']:.0f} % | {comp} |")
+    p("")
+    p("| family | width | top ops by self CPU time (one profiled step) | slowest matmul shapes (ms, GFLOP/s) |")
+    p("|---|---|---|---|")
+    for r in result["rows"]:
+        if r["width"] != max(q["width"] for q in result["rows"] if q["family"] == r["family"]):
+            continue
+        ops = ", ".join(f"{o['op'].replace('aten::', '')} {100 * o['share']:.0f} %" for o in r["profile"]["ops"][:4])
+        mats = ", ".join(f"{m['op'].replace('aten::', '')} {m['shapes']} {m['self_ms']:.0f} ms "
+                         f"{m['gflops_per_s']:.1f}" for m in r["profile"]["matmuls"][:2])
+        p(f"| {r['family']} | {r['width']} | {ops} | {mats} |")
     mace = result.get("mace")
     if mace:
         p("")
@@ -319,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="reference", help="'reference' (RDKit molecules), 'default' or a dataset path")
     ap.add_argument("--forces", default="direct", choices=("direct", "conservative"))
     ap.add_argument("--lmax", type=int, default=None, help="esen lmax (default: esen's default, 4)")
+    ap.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="optimizer of the timed step")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of direct-force models")
     ap.add_argument("--mace-python", default=None, help="python of a venv with mace-torch (runs mace_peer.py)")
     ap.add_argument("--mace-width", type=int, default=16, help="esen width whose parameter count MACE matches")
@@ -345,14 +413,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for fam in families:
         for w in widths[fam]:
-            r = bench_one(fam, w, batch, norm, args, peak0["gflops"], op_floor)
+            r = bench_one(fam, w, batch, norm, args, op_floor)
             rows.append(r)
-            print(f"[{time.strftime('%H:%M:%S')}] {fam} w={w}: {1e3 * r['step_s']:.1f} ms/step, "
-                  f"{r['pct_peak']:.1f} % of peak", file=sys.stderr, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {fam} w={w}: {1e3 * r['step_s']:.1f} ms/step "
+                  f"(CPU {1e3 * r['cpu_step_s']:.1f} ms)", file=sys.stderr, flush=True)
     peak1 = gemm_peak()
     peak = max(peak0["gflops"], peak1["gflops"])
+    peak_cpu = max(peak0["gflops_cpu"], peak1["gflops_cpu"])
     for r in rows:  # the higher of the two peak measurements is the reference
         r["pct_peak"] = 100 * r["gflops_per_s"] / peak
+        r["pct_peak_cpu"] = 100 * r["flops"] / r["cpu_step_s"] / 1e9 / peak_cpu
     result = {"command": " ".join([os.path.basename(sys.executable), "benchmarks/models.py", *sys.argv[1:]])
               if argv is None else "models.main(" + repr(argv) + ")",
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -360,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                           "loadavg_start": load0},
               "batch": {"source": args.data, "structures": batch.n_structures, "atoms": batch.tokens,
                         "edges": batch.n_edges},
-              "gemm_peak_gflops": peak, "gemm_peak_runs": [peak0, peak1], "rows": rows}
+              "optimizer": args.optimizer, "gemm_peak_gflops": peak, "gemm_peak_gflops_cpu": peak_cpu, "gemm_peak_runs": [peak0, peak1], "rows": rows}
     if args.mace_python:
         result["mace"] = run_mace(args, atoms, rows)
     result["machine"]["loadavg_end"] = os.getloadavg()
