@@ -73,7 +73,7 @@ class OptimizerConfig(_Strict):
     """
 
     name: Literal["schedulefree", "adamw"] = "schedulefree"
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(5e-3, gt=0)  # evidence: docs/models.md, "Initialisation and trainability"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
