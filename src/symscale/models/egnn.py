@@ -8,11 +8,14 @@ so translations act trivially, and all nonlinearities act on invariants only.
 
 Layer (``r_ij`` the edge vector, ``c`` the cutoff, ``u(d)`` the smooth envelope, ``x = r_ij / c``)::
 
-    s_ij  = [bessel(d_ij), V_i . x, V_j . x, <V_i, V_j>]              invariants, (E, num_basis + 3C)
+    s_ij  = [g bessel(d_ij), V_i . x, V_j . x, <V_i, V_j>]            invariants, g = RADIAL_GAIN
     m_ij  = u(d_ij) silu(M silu(A h_i + B h_j + S s_ij))              edge message MLP, (E, width)
     h_i  <- h_i + MLP([h_i, sum_j m_ij / avg, |V_i|^2])               residual scalar update
-    V_i  <- V_i + sum_j (a(m_ij) x + b(m_ij) * V_j) / avg             a, b: linear maps to C weights
+    V_i  <- V_i + k sum_j (a(m_ij) x + b(m_ij) * V_j) / avg           a, b: linear maps to C weights
     V_i  <- V_i + Q V_i                                               channel mixing (C x C)
+
+(``k = VEC_GAIN``; ``g`` and ``k`` are constant multipliers that set the initial scale, see
+docs/models.md "Initialisation and trainability").
 
 The second message layer ``M`` and the vector weights ``a, b`` act per edge (as in EGNN's edge MLP), so
 FLOPs per parameter per atom grow with the neighbour count (the study measures κ = 28.09).
@@ -48,7 +51,7 @@ def default_vector_channels(width: int) -> int:
 
 # Initialisation constants (variance-preserving init, see docs/models.md "Initialisation and trainability").
 _THIRD = 3.0 ** -0.5  # the pre-activation sums three terms (receiver, sender, invariants) of equal variance
-VEC_GAIN = 4.0  # sum_j w x_ij / avg largely cancels (|x| < 1, neighbours all around): measured rescaling
+VEC_GAIN = 4.0  # forward multiplier: sum_j w x_ij / avg largely cancels (|x| < 1, neighbours all around)
 
 
 class MCEGNNLayer(nn.Module):
@@ -60,12 +63,12 @@ class MCEGNNLayer(nn.Module):
         self.channels = channels
         self.src = init_linear_(nn.Linear(width, width), _THIRD)
         self.dst = init_linear_(nn.Linear(width, width, bias=False), _THIRD)
-        self.inv = init_linear_(nn.Linear(num_basis + 3 * channels, width, bias=False), _THIRD * RADIAL_GAIN)
+        self.inv = init_linear_(nn.Linear(num_basis + 3 * channels, width, bias=False), _THIRD)
         self.msg = init_linear_(nn.Linear(width, width), SILU_GAIN)
         self.update = MLP([2 * width + channels, width, width])
         init_linear_(self.update[-1], SILU_GAIN * residual_gain)
         self.vec_weights = init_linear_(nn.Linear(width, 2 * channels, bias=False),  # no bias: m carries u(d)
-                                        SILU_GAIN * VEC_GAIN * residual_gain)
+                                        SILU_GAIN * residual_gain)
         # V <- V + Q V starts as the identity: with few channels a random Q compounds over layers
         # (seen: |V| x10 and normalised energies ~10 at C = 4); Q still gets gradients, (dL/dV') V^T.
         self.mix = nn.Linear(channels, channels, bias=False)
@@ -83,7 +86,7 @@ class MCEGNNLayer(nn.Module):
         h = h + self.update(torch.cat([h, scatter_sum(m, i, n) * self.inv_avg, norms], dim=-1))
         w = self.vec_weights(m)                                        # (E, 2C); m carries u(d)
         dv = w[:, :c, None] * x3 + w[:, c:, None] * vj                 # (E, C, 3)
-        v = v + scatter_sum(dv, i, n) * self.inv_avg
+        v = v + scatter_sum(dv, i, n) * (self.inv_avg * VEC_GAIN)
         v = v + self.mix(v.transpose(1, 2)).transpose(1, 2)
         return h, v
 
@@ -112,7 +115,7 @@ class MCEGNN(ForceFieldModel):
         vec = batch.edge_vectors(pos)
         d = torch.linalg.vector_norm(vec, dim=-1)
         x = vec / self.cutoff
-        rbf = self.basis(d)
+        rbf = self.basis(d) * RADIAL_GAIN
         env = self.basis.envelope(d).unsqueeze(-1)
         h = self.embedding(batch.numbers).to(pos.dtype)
         v = pos.new_zeros((pos.shape[0], self.channels, 3))

@@ -177,7 +177,7 @@ class ESEN(ForceFieldModel):
         self.frame = EdgeFrame(lmax, mmax)
         self.basis = BesselBasis(cutoff, num_basis)
         self.envelope = PolynomialEnvelope(cutoff)
-        self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden], input_gain=RADIAL_GAIN),
+        self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden]),
                                     nn.SiLU())
         self.edge_embedding = EdgeDegreeEmbedding(lmax, width, radial_hidden)
         self.norms1 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
@@ -204,7 +204,7 @@ class ESEN(ForceFieldModel):
             vec = batch.edge_vectors(pos)
             dist = torch.linalg.norm(vec, dim=-1)
             rot = self.frame(vec / dist.clamp(min=1e-9)[:, None])  # (E, K', K), shared by all blocks
-            radial = self.radial(self.basis(dist))
+            radial = self.radial(self.basis(dist) * RADIAL_GAIN)
             weight = (self.envelope(dist) / self.avg_neighbors)[:, None, None]
             x = x + self.edge_embedding(x0, edge_index, rot, radial, weight)
             for norm1, message, norm2, ffn in zip(self.norms1, self.messages, self.norms2, self.ffns):

@@ -148,13 +148,13 @@ class _Output(nn.Module):
         self.energy_mlp = MLP([width, width, 1], last_bias=False)  # a bias cancels in E - E_isolated
         self.force_mlp = MLP([width, width, width])
         init_linear_(self.force_mlp[-1], SILU_GAIN / (width * _EDGES_PER_ATOM * num_outputs) ** 0.5)
-        self.force_radial = init_linear_(nn.Linear(num_radial, width, bias=False), RADIAL_GAIN)
+        self.force_radial = init_linear_(nn.Linear(num_radial, width, bias=False))
 
     def energy(self, h: torch.Tensor) -> torch.Tensor:
         return self.energy_mlp(h).squeeze(-1)
 
     def force(self, m: torch.Tensor, rbf: torch.Tensor) -> torch.Tensor:
-        return (self.force_mlp(m) * self.force_radial(rbf)).sum(-1)
+        return (self.force_mlp(m) * self.force_radial(rbf)).sum(-1) * RADIAL_GAIN  # rbf scale: layers.py
 
 
 class GemNet(ForceFieldModel):

@@ -39,9 +39,10 @@ def second_moment_gain(fn, points: int = 80) -> float:
 
 SILU_GAIN = second_moment_gain(torch.nn.functional.silu)  # ≈ 1.679
 
-#: Gain for linear maps of raw edge features (Bessel basis, ``r_ij / cutoff``): on the embedded molecules at
-#: ``cutoff = 5`` Å their second moment is ≈ 0.04–0.06 (docs/models.md), so ``1 / sqrt(0.06)`` ≈ 4 brings
-#: such a map to unit scale like its node-feature counterparts.
+#: Constant multiplier of raw edge features (Bessel basis, ``r_ij / cutoff``) in the forward pass: on the
+#: embedded molecules at ``cutoff = 5`` Å their second moment is ≈ 0.04–0.06 (docs/models.md), and
+#: ``1 / sqrt(0.06)`` ≈ 4 brings them to unit scale. It multiplies the features, not the initial weights:
+#: Adam moves every weight by ~lr per step whatever its size, so a 4x larger weight would learn 4x slower.
 RADIAL_GAIN = 4.0
 
 

@@ -6,7 +6,7 @@ output rotation- or reflection-invariant, and no augmentation is applied. Body o
 
 Layer ``t`` (``h`` are ``(n, width)`` node features, ``u(d)`` the smooth cutoff envelope)::
 
-    a_ij = silu(A h_i + B h_j + C [r_ij / c, bessel(d_ij)])          (E, width)
+    a_ij = silu(A h_i + B h_j + C g [r_ij / c, bessel(d_ij)])        (E, width), g = RADIAL_GAIN
     m_i  = W sum_j u(d_ij) a_ij / avg_neighbors                      (n, width)
     h_i <- h_i + MLP([h_i, m_i])                                     residual update
 
@@ -45,7 +45,7 @@ class MPNNLayer(nn.Module):
         super().__init__()
         self.src = init_linear_(nn.Linear(width, width), _THIRD)
         self.dst = init_linear_(nn.Linear(width, width, bias=False), _THIRD)
-        self.edge = init_linear_(nn.Linear(edge_dim, width, bias=False), _THIRD * RADIAL_GAIN)
+        self.edge = init_linear_(nn.Linear(edge_dim, width, bias=False), _THIRD)
         self.out = init_linear_(nn.Linear(width, width, bias=False), SILU_GAIN)
         self.update = MLP([2 * width, width, width])
         init_linear_(self.update[-1], SILU_GAIN * residual_gain)
@@ -79,7 +79,7 @@ class MPNN(ForceFieldModel):
         i, j = batch.edge_index
         vec = batch.edge_vectors(pos)
         d = torch.linalg.vector_norm(vec, dim=-1)
-        edge_in = torch.cat([vec / self.cutoff, self.basis(d)], dim=-1)
+        edge_in = torch.cat([vec / self.cutoff, self.basis(d)], dim=-1) * RADIAL_GAIN
         env = self.basis.envelope(d).unsqueeze(-1)
         h = self.embedding(batch.numbers).to(pos.dtype)
         for layer in self.layers:
