@@ -357,21 +357,29 @@ def print_tables(result: dict, stream=sys.stdout) -> None:
         else:
             e = next(r for r in result["rows"] if r["family"] == "esen" and r["width"] == mace["esen_width"])
             f = mace["forces"]
-            p("| model | params | ℓ | step ms | structures/s | GFLOP/s | % own GEMM peak | aten ops/step |")
-            p("|---|---|---|---|---|---|---|---|")
+            cpu = lambda d: f" ({1e3 * d['cpu_step_s']:.1f})" if "cpu_step_s" in d else ""  # noqa: E731
+            p("| model | params | ℓ | step ms (CPU ms) | structures/s | step GFLOP | GFLOP/s | % own GEMM peak "
+              "| aten ops/step |")
+            p("|---|---|---|---|---|---|---|---|---|")
             p(f"| esen w={e['width']} ({e['options'].get('forces', 'direct')} forces) | {e['params']:,} | "
-              f"{e['options'].get('lmax', 4)} | {1e3 * e['step_s']:.1f} | {e['structures_per_s']:.2f} | "
-              f"{e['gflops_per_s']:.2f} | {e['pct_peak']:.1f} | {e['ops']['total']:,} |")
+              f"{e['options'].get('lmax', 4)} | {1e3 * e['step_s']:.1f}{cpu(e)} | {e['structures_per_s']:.2f} | "
+              f"{e['flops'] / 1e9:.2f} | {e['gflops_per_s']:.2f} | {e['pct_peak']:.1f} | {e['ops']['total']:,} |")
             p(f"| MACE C={mace['channels']} (autograd forces) | {mace['params']:,} | max_ell {mace['lmax']}, hidden "
-              f"{mace['hidden_lmax']} | {1e3 * f['step_s']:.1f} | {f['structures_per_s']:.3f} | {f['gflops_per_s']:.2f} "
-              f"| {f['pct_peak']:.1f} | {f['aten_ops']:,} |")
-            if "energy_only" in mace:
-                q = mace["energy_only"]
-                p(f"| MACE C={mace['channels']} (energy only) | {mace['params']:,} | same | {1e3 * q['step_s']:.1f} "
-                  f"| {q['structures_per_s']:.3f} | | | |")
+              f"{mace['hidden_lmax']} | {1e3 * f['step_s']:.1f}{cpu(f)} | {f['structures_per_s']:.3f} | "
+              f"{f['flops'] / 1e9:.2f} | {f['gflops_per_s']:.2f} | {f['pct_peak']:.1f} | {f['aten_ops']:,} |")
+            q = mace.get("energy_only")
+            if q:
+                p(f"| MACE C={mace['channels']} (energy only) | {mace['params']:,} | same | {1e3 * q['step_s']:.1f}"
+                  f"{cpu(q)} | {q['structures_per_s']:.3f} | | | | |")
             p("")
-            p(f"esen / MACE structures/s: {mace['ratio_esen_over_mace_forces']:.1f}× (MACE with forces)"
-              + (f", {mace['ratio_esen_over_mace_energy_only']:.1f}× (MACE energy only)" if "energy_only" in mace else ""))
+            line = f"esen / MACE structures/s (wall): {mace['ratio_esen_over_mace_forces']:.1f}× (MACE with forces)"
+            if q:
+                line += f", {mace['ratio_esen_over_mace_energy_only']:.1f}× (MACE energy only)"
+            if "cpu_step_s" in f and "cpu_step_s" in e:
+                line += f"; by CPU time: {f['cpu_step_s'] / e['cpu_step_s']:.1f}×"
+                if q and "cpu_step_s" in q:
+                    line += f" and {q['cpu_step_s'] / e['cpu_step_s']:.1f}×"
+            p(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,7 +400,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mace-width", type=int, default=16, help="esen width whose parameter count MACE matches")
     ap.add_argument("--mace-hidden-lmax", type=int, default=None, help="MACE hidden-feature lmax (default: lmax)")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
+    ap.add_argument("--report", default=None, help="only print the tables of a JSON file written by --json")
     args = ap.parse_args(argv)
+    if args.report:
+        try:
+            print_tables(json.loads(Path(args.report).read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"--report: cannot read {args.report}: {exc}") from None
+        return 0
     for name in ("repeats", "threads", "batch"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name}: must be >= 1, got {getattr(args, name)}")
