@@ -139,7 +139,6 @@ def _demo(args: argparse.Namespace) -> int:
     rc = cli_main(["report", str(out / "plots"), "--out", str(out / "report")])  # reuses the fit above
     if rc:
         return rc
-    print(f"\nreport: {out / 'report' / 'report.html'}")
     if failed:
         print(f"runs that did not complete: {', '.join(failed)}", file=sys.stderr)
     return 0

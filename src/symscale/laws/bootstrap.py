@@ -170,8 +170,9 @@ def _warnings(out: dict, data: GroupData) -> list[str]:
             w.append(f"{key} = 0: the {term} vanished, so its exponent and the allocation a, b are not identified")
     for key in ("alpha", "beta"):
         v = out[key]["value"]
-        if np.isclose(v, sumlaw.BOUNDS[0]) or np.isclose(v, sumlaw.BOUNDS[1]) or v >= 0.995 * sumlaw.ALPHA_GRID[-1]:
-            w.append(f"{key} = {v:.3g} sits at the edge of the searched range: the fit is not converged to an interior optimum")
+        if np.isclose(v, sumlaw.BOUNDS[0], rtol=1e-3) or np.isclose(v, sumlaw.BOUNDS[1], rtol=1e-3):
+            w.append(f"{key} = {v:.3g} sits at the bound of the searched range {sumlaw.BOUNDS}: "
+                     "no interior optimum, the exponent is not identified by these data")
     for key in ("alpha", "beta", "gamma_c"):
         q = out.get(key)
         if q and np.isfinite(q["ci_low"]) and not (q["ci_low"] <= q["value"] <= q["ci_high"]):

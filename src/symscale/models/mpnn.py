@@ -45,7 +45,10 @@ class MPNNLayer(nn.Module):
         super().__init__()
         self.src = init_linear_(nn.Linear(width, width), _THIRD)
         self.dst = init_linear_(nn.Linear(width, width, bias=False), _THIRD)
-        self.edge = init_linear_(nn.Linear(edge_dim, width, bias=False), _THIRD)
+        # stored (in, out) so that ``edge_in @ edge`` and its weight gradient ``edge_in.T @ grad`` run as
+        # well-shaped GEMMs: nn.Linear's (out, in) layout made the weight gradient a (width x E)·(E x 11)
+        # product that ran at ~2 % of the GEMM peak and cost ~20 % of a training step (benchmarks/models.py).
+        self.edge = nn.Parameter(torch.randn(edge_dim, width) * (_THIRD / edge_dim ** 0.5))
         self.out = init_linear_(nn.Linear(width, width, bias=False), SILU_GAIN)
         self.update = MLP([2 * width, width, width])
         init_linear_(self.update[-1], SILU_GAIN * residual_gain)
@@ -53,7 +56,7 @@ class MPNNLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, edge_in: torch.Tensor, env: torch.Tensor,
                 i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        a = torch.nn.functional.silu(self.src(h)[i] + self.dst(h)[j] + self.edge(edge_in))
+        a = torch.nn.functional.silu(self.src(h)[i] + self.dst(h)[j] + edge_in @ self.edge)
         m = self.out(scatter_sum(a * env, i, h.shape[0]) * self.inv_avg)
         return h + self.update(torch.cat([h, m], dim=-1))
 
