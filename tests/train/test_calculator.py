@@ -12,32 +12,8 @@ from ase.md.verlet import VelocityVerlet
 from symscale.calculator import SymscaleCalculator
 from symscale.data.batch import Batch
 from symscale.errors import DataError
-from symscale.models.layers import BesselBasis, ElementEmbedding, ForceFieldModel, MLP, scatter_sum
 
-CUTOFF = 4.0
-
-
-class PairModel(ForceFieldModel):
-    """Learned element-pair potential; conservative by default, or with a (non-symmetric) direct head."""
-
-    def __init__(self, width: int = 8, forces: str = "conservative"):
-        super().__init__(forces=forces, cutoff=CUTOFF)
-        self.width = width
-        self.embed = ElementEmbedding(width)
-        self.rbf = BesselBasis(CUTOFF, 6)
-        self.mlp = MLP([2 * width + 6, width, 1])
-        self.head = MLP([3 + width, 3])
-
-    def compute(self, batch, pos):
-        vec = batch.edge_vectors(pos)
-        d = torch.linalg.vector_norm(vec, dim=-1)
-        i, j = batch.edge_index
-        z = self.embed(batch.numbers)
-        e = self.mlp(torch.cat([z[i] + z[j], z[i] * z[j], self.rbf(d)], -1)).squeeze(-1)
-        e = e * self.rbf.envelope(d)
-        f = scatter_sum(self.head(torch.cat([vec, z[j]], -1)) * self.rbf.envelope(d).unsqueeze(-1), i,
-                        pos.shape[0])
-        return scatter_sum(e, i, pos.shape[0]), f
+from toy_models import CUTOFF, PairModel
 
 
 def make(forces="conservative", seed=0):
