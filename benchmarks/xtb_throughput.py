@@ -25,7 +25,6 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 from ase.units import Bohr  # noqa: E402
 
 from symscale.data.generate import generate_structures  # noqa: E402

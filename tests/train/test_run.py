@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from symscale.train import checkpoint as ckpt
-from symscale.train.config import parse_config
 from symscale.train.metrics import METRIC_KEYS, SUMMARY_KEYS
 from symscale.train.run import run
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
-from torch import nn
 
 from symscale.data.batch import Batch
 from symscale.data.structure import Structure
