@@ -37,9 +37,10 @@ def test_train_eval_md_commands(emt_dataset, tmp_path, capsys):
 
     write(tmp_path / "h2o.xyz", molecule("H2O"))
     assert main(["md", str(out), "--structure", str(tmp_path / "h2o.xyz"), "--steps", "5",
-                 "--timestep", "0.25", "--temperature", "100"]) == 0
+                 "--timestep", "0.25", "--temperature", "100", "--out", str(tmp_path / "md.json")]) == 0
     md = json.loads(capsys.readouterr().out)
-    assert md["steps"] == 5
+    assert md["steps"] == 5 and "energy_total" not in md  # the terminal gets the summary
+    assert len(json.loads((tmp_path / "md.json").read_text())["energy_total"]) == 6  # --out the whole trace
 
     assert main(["eval", str(tmp_path / "nowhere"), str(emt_dataset)]) == 2
     assert capsys.readouterr().err.startswith("symscale: error: ")

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities")
     p.add_argument("--trajectory", help="write the trajectory to this file")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", help="also write the result to this JSON file")
+    p.add_argument("--out", help="also write the result, with the total energy of every step, to this JSON file")
     p.set_defaults(func=_md)
 
 
@@ -74,7 +74,12 @@ def _md(args: argparse.Namespace) -> int:
     result = run_nve(args.checkpoint, args.structure, steps=args.steps, timestep_fs=args.timestep,
                      temperature_K=args.temperature, seed=args.seed, device=args.device,
                      trajectory=args.trajectory)
-    _emit(result, args.out)
+    # the per-step energy trace goes to --out only; the terminal gets the summary
+    _emit({k: v for k, v in result.items() if k != "energy_total"}, None)
+    if args.out:
+        from .metrics import write_json_atomic
+
+        write_json_atomic(args.out, result)
     return 0
 
 
