@@ -140,3 +140,21 @@ def test_unsupported_and_missing(tmp_path):
         read_structures(tmp_path / "x.csv")
     with pytest.raises(DataError, match="no such file"):
         read_structures(tmp_path / "nothing.xyz")
+
+
+def test_batch_from_atoms_finds_labels_like_the_readers():
+    """Batch.from_atoms uses the readers' key detection: REF_ keys are found, unlabelled atoms stay
+    unlabelled, and an explicitly named key that is missing is an error naming it."""
+    from ase.build import molecule
+
+    from symscale.data import Batch
+    from symscale.errors import DataError
+
+    a = molecule("H2O")
+    a.info["REF_energy"] = -12.5
+    a.arrays["REF_forces"] = np.ones((3, 3))
+    b = Batch.from_atoms([a], cutoff=3.0)
+    assert float(b.energy[0]) == -12.5 and float(b.forces.sum()) == 9.0
+    assert Batch.from_atoms([molecule("CH4")], cutoff=3.0).energy is None
+    with pytest.raises(DataError, match="dft_e"):
+        Batch.from_atoms([a], cutoff=3.0, energy_key="dft_e")

@@ -19,10 +19,6 @@ import torch
 from .neighbors import neighbor_list
 from .structure import Structure
 
-_ENERGY_KEYS = ("energy", "REF_energy", "Energy", "total_energy", "dft_energy")
-_FORCES_KEYS = ("forces", "REF_forces", "force", "dft_forces")
-
-
 @dataclass
 class Batch:
     """Concatenated structures.
@@ -138,31 +134,13 @@ class Batch:
                    dtype: torch.dtype | None = None) -> "Batch":
         """Build a batch from :class:`ase.Atoms`.
 
-        Labels come from ``atoms.info[energy_key]`` / ``atoms.arrays[forces_key]`` when keys are given,
-        else from an attached calculator's results, else from the common keys
+        Labels are found as the readers find them (:func:`symscale.data.readers.structure_from_atoms`):
+        the given keys, else an attached calculator's results, else the common keys
         (``energy``/``REF_energy``, ``forces``/``REF_forces``). Unlabelled atoms give ``energy=None``.
         """
-        structures = [Structure.from_atoms(a, *_labels(a, energy_key, forces_key)) for a in atoms_list]
+        from .readers import structure_from_atoms
+
+        structures = [structure_from_atoms(a, energy_key=energy_key, forces_key=forces_key, index=k)
+                      for k, a in enumerate(atoms_list)]
         return cls.from_structures(structures, cutoff, max_neighbors=max_neighbors, dtype=dtype)
 
-
-def _labels(atoms, energy_key: str | None, forces_key: str | None):
-    """Energy and forces of an ``ase.Atoms`` (either may be ``None``)."""
-    energy = forces = None
-    if energy_key is not None:
-        energy = float(atoms.info[energy_key]) if energy_key in atoms.info else None
-    if forces_key is not None:
-        forces = np.asarray(atoms.arrays[forces_key]) if forces_key in atoms.arrays else None
-    calc = getattr(atoms, "calc", None)
-    results = getattr(calc, "results", {}) if calc is not None else {}
-    if energy is None and energy_key is None:
-        if "energy" in results:
-            energy = float(results["energy"])
-        else:
-            energy = next((float(atoms.info[k]) for k in _ENERGY_KEYS if k in atoms.info), None)
-    if forces is None and forces_key is None:
-        if "forces" in results:
-            forces = np.asarray(results["forces"])
-        else:
-            forces = next((np.asarray(atoms.arrays[k]) for k in _FORCES_KEYS if k in atoms.arrays), None)
-    return energy, forces

@@ -138,6 +138,16 @@ def _read_db(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
             db.close()
 
 
+def structure_from_atoms(atoms, *, energy_key: str | None = None, forces_key: str | None = None,
+                         source: str = "<atoms>", index: int = 0) -> Structure:
+    """A :class:`Structure` from one ``ase.Atoms`` with the readers' label detection: the given keys, else
+    a calculator's results, else the common keys (``energy``/``REF_energy``, ``forces``/``REF_forces``, ...).
+    Unlabelled atoms give ``energy=None`` / ``forces=None``; an explicitly named key that is missing is a
+    :class:`DataError` naming ``source`` and ``index``."""
+    return _from_atoms(atoms, {}, Path(source), index, energy_key=energy_key, forces_key=forces_key,
+                       scale=1.0, mol_id_key=None)
+
+
 def _lookup(key: str, *sources: dict) -> Any:
     for src in sources:
         if key in src and src[key] is not None:
