@@ -13,7 +13,7 @@ import sys
 
 from .errors import SymscaleError
 
-# (module, description) of each area's CLI; each module defines ``register(subparsers)``.
+# Each area's CLI module defines ``register(subparsers)``.
 _AREAS = [
     "symscale.data.cli",
     "symscale.train.cli",
@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _AREAS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # an area not built yet must not break the others
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
