@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shlex
 from pathlib import Path
@@ -47,14 +46,9 @@ def register(subparsers) -> None:
     info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(func=_info)
 
-    try:
-        generate = importlib.import_module("symscale.data.generate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "symscale.data.generate":
-            raise
-    else:
-        if hasattr(generate, "register"):
-            generate.register(sub)
+    from .generate import register as register_generate
+
+    register_generate(sub)
 
 
 def _reader_args(parser: argparse.ArgumentParser) -> None:
