@@ -112,15 +112,12 @@ class MetricsLog:
         """Keep only records with ``step <= step`` (used on resume: a record written after the last
         checkpoint would otherwise be repeated); rewrite atomically; return the kept records."""
         kept = [r for r in self.read() if int(r["step"]) <= step]
-        write_text_atomic(self.path, "".join(json.dumps(_plain(r)) + "\n" for r in kept))
+        write_text(self.path, "".join(json.dumps(_plain(r)) + "\n" for r in kept))
         return kept
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(_plain(data), indent=2) + "\n")
-
-
-write_text_atomic = write_text
+    write_text(path, json.dumps(_plain(data), indent=2) + "\n")
 
 
 def _plain(x: Any) -> Any:

@@ -21,12 +21,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from ..errors import ConfigError
 from . import checkpoint as ckpt_mod
 from .config import RunConfig, load_config, parse_config
 from .loss import LossFunction
 from .metrics import (EvalSchedule, MetricsLog, compute_multiplier, evaluate, evaluation_points,
-                      variant_tag, write_json_atomic, write_text_atomic)
+                      variant_tag, write_json_atomic)
 from .optim import (build_optimizer, clip_gradients, cosine_factor, eval_mode, hidden_parameters,
                     parameter_groups, set_lr, train_mode)
 
@@ -227,8 +228,8 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
         schedule.consume(int(counters["tokens"]))
         train_mode(opt)  # the checkpoint holds the evaluation weights; back to training weights
     else:
-        write_text_atomic(run_dir / "config.yaml", resolved_yaml)
-        write_text_atomic(metrics.path, "")
+        write_text(run_dir / "config.yaml", resolved_yaml)
+        write_text(metrics.path, "")
     summary = _summary(cfg, s, counters, "running", None)
     write_json_atomic(run_dir / "summary.json", summary)
 
