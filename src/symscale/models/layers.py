@@ -18,6 +18,7 @@ every :class:`MLP` and the normalised outputs start at order one instead of ~0.0
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Mapping
 
 import numpy as np
@@ -186,7 +187,7 @@ class ForceFieldModel(nn.Module):
     # --------------------------------------------------------------------------- forward
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         conservative = self.force_mode == "conservative"
-        with torch.enable_grad() if conservative else _null():
+        with torch.enable_grad() if conservative else nullcontext():
             pos = batch.pos
             if conservative and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
@@ -207,10 +208,3 @@ class ForceFieldModel(nn.Module):
                 forces = self.force_scale.to(pos.dtype) * node_f
         return {"energy": energy, "forces": forces, "atom_energy": atom_energy}
 
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
