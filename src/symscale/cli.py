@@ -18,6 +18,7 @@ _AREAS = [
     "symscale.data.cli",
     "symscale.train.cli",
     "symscale.laws.cli",
+    "symscale.study.cli",
     "symscale.demo",
 ]
 

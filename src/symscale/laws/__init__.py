@@ -28,13 +28,18 @@ def load(source: str | Path, *, csv: dict | None = None, loss_key: str = "loss",
     """Checkpoints per group from a study directory or a ``.csv`` file, minus each run's first tokens.
 
     Args:
-        source: a study directory (run directories at any depth) or a CSV file.
+        source: a study directory (its ``study.db`` store when it has one, else its run directories at
+            any depth), a ``study.db`` file, or a CSV file.
         csv: keyword arguments of :func:`load_csv` (column names) for a CSV source.
         loss_key: the ``metrics.jsonl`` key fitted for a study directory.
         drop_fraction: each run's checkpoints before this fraction of its final token count are dropped.
     """
     source = Path(source)
-    if source.is_dir():
+    if source.is_file() and source.suffix == ".db" or (source / "study.db").is_file():
+        from ..study.store import load_groups
+
+        groups = load_groups(source.parent if source.is_file() else source, loss_key=loss_key)
+    elif source.is_dir():
         groups = load_study(source, loss_key=loss_key)
     else:
         groups = load_csv(source, **(csv or {}))

@@ -7,7 +7,7 @@ is one evaluation of a run. Everything is validated on reading; problems raise
 Study directories (see ``docs/contracts.md``): any directory whose sub-directories, at any depth, hold
 ``summary.json`` + ``metrics.jsonl``. Decisions (documented in ``docs/laws.md``):
 
-- group = ``summary["model"]``, suffixed ``"-<variant>"`` when the summary records ``variant`` (or ``tag``);
+- group = ``summary["group"]`` when recorded (a study's architecture label), else ``summary["model"]``, suffixed ``"-<variant>"`` when the summary records ``variant`` (or ``tag``);
 - ``status == "diverged"`` runs keep the checkpoints logged before the first non-finite loss; a non-finite
   loss in any other run is an error; ``running`` runs are used as they are (partial curves are valid);
   a ``running`` or ``diverged`` run without ``metrics.jsonl`` yet is skipped (a completed one is an error);
@@ -91,7 +91,7 @@ def _positive(value: float, where: str, column: str) -> float:
     return value
 
 
-def _assemble(rows: dict[str, list[tuple]], kappas: dict[str, list[float]], status: dict[tuple, str],
+def assemble(rows: dict[str, list[tuple]], kappas: dict[str, list[float]], status: dict[tuple, str],
               source: str, has_time: bool) -> dict[str, GroupData]:
     """Build GroupData from ``rows[group] = [(run_label, N, D, C, H, loss), ...]``."""
     groups = {}
@@ -155,7 +155,7 @@ def load_csv(path: str | Path, *, group_col: str = "group", n_col: str = "N", d_
                     _positive(_number(row.get(kappa_col), where, kappa_col), where, kappa_col))
             label = row[run_col].strip() if run_col is not None else f"N={N:.6g}"
             rows.setdefault(group, []).append((label, N, D, C, H, loss))
-    return _assemble(rows, kappas, {}, str(path), time_col is not None)
+    return assemble(rows, kappas, {}, str(path), time_col is not None)
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -193,7 +193,9 @@ def load_study(root: str | Path, *, loss_key: str = "loss") -> dict[str, GroupDa
             raise DataError(f"{metrics_path}: missing (run directory without metrics)")
         group = str(summary["model"])
         variant = summary.get("variant") or summary.get("tag")
-        if variant:
+        if summary.get("group"):
+            group = str(summary["group"])
+        elif variant:
             group = f"{group}-{variant}"
         label = str(summary.get("run_id") or run_dir.relative_to(root))
         run_status = str(summary.get("status", "completed"))
@@ -228,4 +230,4 @@ def load_study(root: str | Path, *, loss_key: str = "loss") -> dict[str, GroupDa
         kappas.setdefault(group, []).extend(run_kappa)
     if not rows:
         raise DataError(f"{root}: no run directories (summary.json + metrics.jsonl) found")
-    return _assemble(rows, kappas, status, str(root), True)
+    return assemble(rows, kappas, status, str(root), True)

@@ -128,9 +128,11 @@ class SymmetryConfig(_Strict):
 
 class RunConfig(_Strict):
     """One training run. Budget: ``tokens`` (atoms) or ``epochs`` (passes over the training data, or
-    over ``data.subset``; fractions allowed); neither = one epoch."""
+    over ``data.subset``; fractions allowed); neither = one epoch. ``group``: the laws group the run
+    belongs to (default: the family plus its symmetry/data-reuse variant tag)."""
 
     name: str | None = None
+    group: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     batch_size: int = Field(64, ge=1)
@@ -162,7 +164,7 @@ class RunConfig(_Strict):
         """``name`` or ``<family>-w<width>-<8 hex digits of the config hash>``."""
         if self.name:
             return self.name
-        blob = json.dumps(self.model_dump(mode="json", exclude={"out", "name"}), sort_keys=True)
+        blob = json.dumps(self.model_dump(mode="json", exclude={"out", "name", "group"}), sort_keys=True)
         return f"{self.model.family}-w{self.model.width}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
     def to_yaml(self) -> str:

@@ -346,11 +346,14 @@ def _summary(cfg: RunConfig, s: RunSetup, counters: dict, status: str, reason: s
              last: dict | None = None) -> dict:
     out = {"run_id": cfg.run_id(), "model": cfg.model.family, "width": cfg.model.width, "params": s.params,
            "kappa": s.kappa, "status": status, "reason": reason, "tokens": int(counters["tokens"]),
-           "steps": int(counters["step"]), "variant": variant_tag(cfg.symmetry, cfg.data.subset, cfg.epochs), "budget_tokens": int(s.budget),
+           "steps": int(counters["step"]),
+           "variant": variant_tag(cfg.symmetry, cfg.data.subset, cfg.epochs), "budget_tokens": int(s.budget),
            "compute_multiplier": s.multiplier,
            "train_time_s": float(counters["train_time_s"]), "device": str(s.device), "dtype": cfg.dtype,
            "lr_groups": {g["name"]: {"lr": g["base_lr"], "tensors": len(g["params"])}
                          for g in s.optimizer.param_groups}}
+    if cfg.group:
+        out["group"] = cfg.group
     if last is not None:
         out["final"] = {k: last[k] for k in ("step", "tokens", "compute", "loss", "energy_mae_per_atom",
                                              "force_mae", "force_l2")}

@@ -1,0 +1,239 @@
+"""The study driver: ``symscale study STUDY.yaml`` from the YAML file to the report.
+
+1. validate the study file and resolve its data (generating it once into ``<study>/data`` if asked);
+2. expand it into runs with stable ids and register them in the store (``<study>/study.db``);
+3. run every run that is not finished on the chosen executor, recording evaluation points as they appear
+   and each outcome when it ends (the driver is the store's only writer);
+4. fit the laws on the study's runs and write ``<study>/laws.json`` and ``<study>/report/report.html``.
+
+Running the same command again skips finished runs and resumes interrupted ones from their checkpoints;
+runs that failed or diverged are kept as they are unless ``retry_failed``. One driver at a time may work on
+a study directory (an exclusive lock on ``<study>/.driver.lock``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..atomic import write_text
+from ..errors import ConfigError, DataError, SymscaleError
+from .schema import StudyConfig, expand, load_study_config
+from .store import Store
+from .worker import PROGRESS_NAME, read_json, read_rows
+
+
+@dataclass
+class StudyResult:
+    """What a study invocation did. ``exit_code`` is 0 when every run completed, 1 otherwise."""
+
+    study_dir: Path
+    total: int
+    counts: dict[str, int] = field(default_factory=dict)
+    report: Path | None = None
+    report_error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        bad = self.counts.get("failed", 0) + self.counts.get("diverged", 0) + self.counts.get("pending", 0)
+        return 1 if bad or self.report_error else 0
+
+
+def resolve_data(cfg: StudyConfig, study_dir: Path, quiet: bool = False) -> str | None:
+    """The dataset path the runs read (``None`` = embedded); generated into ``<study>/data`` if needed."""
+    from ..data import open_dataset
+
+    spec = cfg.data
+    if spec.embedded:
+        path = None
+    elif spec.path is not None:
+        path = spec.path
+        if not Path(path).exists():
+            raise DataError(f"data.path: {path} does not exist")
+    else:
+        g = spec.generate
+        path = str(study_dir / "data")
+        if not (Path(path) / "metadata.json").is_file():
+            from ..data.generate import generate
+
+            if not quiet:
+                print(f"== generating data into {path} ({g.molecules} molecules x {g.per_molecule})", flush=True)
+            generate(path, n_molecules=g.molecules, structures_per_molecule=g.per_molecule,
+                     temperatures=tuple(g.temperatures), workers=g.workers, seed=g.seed, stride=g.stride,
+                     progress=not quiet and sys.stdout.isatty())
+    open_dataset(path)  # fail now, with the dataset's own one-line error, not in every run
+    return path
+
+
+class _DriverLock:
+    def __init__(self, study_dir: Path):
+        self.path = study_dir / ".driver.lock"
+
+    def __enter__(self):
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            pid = self.fh.read().strip() or "?"
+            self.fh.close()
+            raise ConfigError(f"{self.path.parent}: another symscale study process (pid {pid}) is running "
+                              f"this study") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(str(os.getpid()))
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+class _Recorder:
+    """The driver's :class:`~symscale.study.executor.Events`: writes the store, feeds the display."""
+
+    def __init__(self, store: Store, display):
+        self.store = store
+        self.display = display
+        self.seen: dict[str, tuple] = {}
+        self.budget: dict[str, int | None] = {}
+
+    def started(self, job: dict) -> None:
+        self.store.mark_started(job["run_id"])
+        self.display.started(job)
+
+    def poll(self, job: dict) -> None:
+        run_dir = Path(job["run_dir"])
+        metrics = run_dir / "metrics.jsonl"
+        try:
+            st = metrics.stat()
+            key = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            key = None
+        if key is not None and self.seen.get(job["run_id"]) != key:
+            self.seen[job["run_id"]] = key
+            self.store.sync_evals(job["run_id"], read_rows(metrics))
+        prog = read_json(run_dir / PROGRESS_NAME)
+        if prog:
+            if job["run_id"] not in self.budget:
+                self.budget[job["run_id"]] = (read_json(run_dir / "summary.json") or {}).get("budget_tokens")
+            self.display.progress(job, int(prog.get("tokens", 0)), self.budget[job["run_id"]])
+
+    def retrying(self, job: dict, reason: str) -> None:
+        self.store.set_status(job["run_id"], "pending", reason)
+        self.display.note(f"{job['run_id']}: {reason}; restarting from its last checkpoint")
+
+    def finished(self, job: dict, outcome: dict) -> None:
+        self.store.finish(job["run_id"], outcome)
+        self.display.finished(job, outcome)
+
+
+def make_executor(backend: str, workers: int, address: str | None, max_retries: int):
+    if backend == "local":
+        if address:
+            raise ConfigError("--address: only meaningful with --backend ray")
+        from .executor import LocalExecutor
+
+        return LocalExecutor(workers=workers, max_retries=max_retries)
+    if backend == "ray":
+        try:
+            from .ray_backend import RayExecutor
+        except ImportError as exc:
+            raise ConfigError(f"--backend ray: Ray is not installed ({exc}); pip install 'symscale[ray]'") from None
+        return RayExecutor(address=address, workers=workers, max_retries=max_retries)
+    raise ConfigError(f"--backend: unknown backend {backend!r} (choose local or ray)")
+
+
+def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers: int | None = None,
+              address: str | None = None, out: str | os.PathLike | None = None, retry_failed: bool = False,
+              quiet: bool = False, report: bool = True) -> StudyResult:
+    """Run the study described by ``study_file``; see the module docstring.
+
+    Args:
+        backend: ``local`` (worker processes here) or ``ray``.
+        workers: parallel runs (default: the number of CPU cores, or the Ray cluster's CPUs).
+        address: a Ray cluster address (``auto``, ``host:port``); ``None`` starts a private one.
+        out: study directory (overrides the file's ``out``).
+        retry_failed: run failed and diverged runs again.
+        quiet: no progress display (one line per run start/end is still printed unless quiet).
+        report: fit the laws and write the report at the end.
+    """
+    from .display import Display
+
+    cfg = load_study_config(study_file)
+    study_dir = Path(out) if out is not None else cfg.study_dir()
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers: must be at least 1")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with _DriverLock(study_dir):
+        executor = make_executor(backend, workers or (os.cpu_count() or 1), address, cfg.max_retries)
+        data_path = resolve_data(cfg, study_dir, quiet)
+        plan = expand(cfg, data_path, study_dir, source=str(study_file))
+        ids = [p.id for p in plan]
+        with Store(study_dir) as store:
+            store.add_runs(plan)
+            store.reset_interrupted()
+            if retry_failed:
+                store.reset_failed(ids)
+            store.set_meta("study", {"file": str(Path(study_file).resolve()), "name": cfg.name,
+                                     "config": cfg.model_dump(mode="json"), "run_ids": ids})
+            write_text(study_dir / "study.yaml", Path(study_file).read_text())
+            status = {r["id"]: r["status"] for r in store.runs(ids)}
+            todo = [p for p in plan if status[p.id] == "pending"]
+            display = Display(plan, status, quiet=quiet)
+            display.start(len(todo), backend)
+            t0 = time.perf_counter()
+            try:
+                executor.run([p.job() for p in todo], _Recorder(store, display))
+            except KeyboardInterrupt:
+                display.stop()
+                print(f"interrupted: rerun `symscale study {study_file}` to resume", file=sys.stderr)
+                raise
+            display.stop()
+            counts: dict[str, int] = {}
+            for r in store.runs(ids):
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+                if r["status"] in ("failed", "diverged") and not quiet:
+                    print(f"  {r['status']}: {r['id']}: {r['error']}", file=sys.stderr)
+            store.set_meta("last_invocation", {"backend": backend, "ran": len(todo),
+                                                "seconds": time.perf_counter() - t0, "counts": counts})
+    result = StudyResult(study_dir, len(plan), counts)
+    if report:
+        try:
+            result.report = write_study_report(study_dir, ids, cfg, quiet=quiet)
+        except SymscaleError as exc:
+            result.report_error = str(exc)
+            print(f"report not written: {exc}", file=sys.stderr)
+    if not quiet:
+        done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        print(f"study {cfg.name}: {len(plan)} runs ({done}) -> {study_dir}", flush=True)
+    return result
+
+
+def write_study_report(study_dir: Path, run_ids: list[str], cfg: StudyConfig, quiet: bool = False) -> Path:
+    """Fit the laws on the study's runs (from the store) and write ``laws.json`` and ``report/``."""
+    from ..laws import analyse, drop_warmup, to_json
+    from ..laws.cli import table
+    from ..laws.plots import write_all
+    from ..laws.report import write_report
+    from .store import load_groups
+
+    r = cfg.report
+    groups = {name: drop_warmup(g, r.drop_fraction) for name, g in load_groups(study_dir, run_ids).items()}
+    results = analyse(groups, n_boot=r.bootstrap, seed=r.seed, holdout=r.holdout)
+    doc = to_json(results, {"input": str(study_dir / "study.db"), "loss": "loss", "study": cfg.name,
+                            **r.model_dump(mode="json")})
+    out = study_dir / "report"
+    write_all(results, out)
+    write_text(out / "fit.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    write_text(study_dir / "laws.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    html, _ = write_report(doc, out)
+    if not quiet:
+        print(table(doc))
+        print(f"report: {html}")
+    return Path(html)

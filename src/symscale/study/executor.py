@@ -1,0 +1,105 @@
+"""Executors run a study's jobs; the driver listens to them through :class:`Events`.
+
+An executor calls the :class:`Events` methods from the driver's own thread only, so the driver, which alone
+writes the store, needs no locking. Two executors exist: :class:`LocalExecutor` (worker processes on this
+machine, the default) and :class:`symscale.study.ray_backend.RayExecutor`.
+
+A job is ``PlannedRun.job()``; an outcome is what :func:`symscale.study.worker.execute` returns.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Protocol
+
+from .worker import OUTCOME_NAME, read_json, read_rows
+
+POLL_S = 0.5
+
+
+class Events(Protocol):
+    def started(self, job: dict) -> None:
+        """The job was handed to a worker (again, after a retry)."""
+
+    def poll(self, job: dict) -> None:
+        """Called about every :data:`POLL_S` seconds per running job (the driver reads its run directory)."""
+
+    def retrying(self, job: dict, reason: str) -> None:
+        """The job's worker died; the job will be started again and resume from its last checkpoint."""
+
+    def finished(self, job: dict, outcome: dict) -> None:
+        """The job ended (``outcome["status"]`` is completed, diverged or failed)."""
+
+
+class Executor(Protocol):
+    def run(self, jobs: list[dict], events: Events) -> None:
+        """Run every job, at most the executor's parallelism at a time, reporting through ``events``."""
+
+
+def died_outcome(job: dict, reason: str, wall_s: float) -> dict:
+    """The outcome of a job whose worker kept dying: ``failed``, with what its directory holds."""
+    run_dir = Path(job["run_dir"])
+    return {"run_id": job["run_id"], "status": "failed", "reason": reason,
+            "summary": read_json(run_dir / "summary.json"), "rows": read_rows(run_dir / "metrics.jsonl"),
+            "wall_s": wall_s}
+
+
+class LocalExecutor:
+    """``workers`` processes on this machine, one torch thread each, one run per process.
+
+    A fresh process per run isolates crashes (a segfault or an out-of-memory kill fails one attempt, not
+    the pool). A worker that dies without an outcome (killed by a signal) is restarted up to
+    ``max_retries`` times; the run resumes from its last checkpoint. Workers die with the driver (Linux
+    ``PR_SET_PDEATHSIG``), so a killed driver leaves no orphan training behind.
+    """
+
+    def __init__(self, workers: int = 1, max_retries: int = 2):
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = int(workers)
+        self.max_retries = int(max_retries)
+
+    def run(self, jobs: list[dict], events: Events) -> None:
+        from .worker import process_main
+
+        ctx = mp.get_context("spawn")
+        queue = list(jobs)
+        attempts: dict[str, int] = {}
+        running: dict[str, tuple] = {}  # run_id -> (process, job, start time)
+        try:
+            while queue or running:
+                while queue and len(running) < self.workers:
+                    job = queue.pop(0)
+                    attempts[job["run_id"]] = attempts.get(job["run_id"], 0) + 1
+                    proc = ctx.Process(target=process_main, args=(job,), name=f"symscale-{job['run_id']}")
+                    proc.start()
+                    running[job["run_id"]] = (proc, job, time.perf_counter())
+                    events.started(job)
+                time.sleep(POLL_S)
+                for run_id, (proc, job, t0) in list(running.items()):
+                    events.poll(job)
+                    if proc.is_alive():
+                        continue
+                    proc.join()
+                    del running[run_id]
+                    wall = time.perf_counter() - t0
+                    outcome = read_json(Path(job["run_dir"]) / OUTCOME_NAME)
+                    if outcome is not None and proc.exitcode == 0:
+                        outcome["rows"] = read_rows(Path(job["run_dir"]) / "metrics.jsonl")
+                        outcome["wall_s"] = wall
+                        events.finished(job, outcome)
+                        continue
+                    why = (f"worker killed by signal {-proc.exitcode}" if (proc.exitcode or 0) < 0
+                           else f"worker exited with code {proc.exitcode} without an outcome")
+                    if attempts[run_id] <= self.max_retries:
+                        events.retrying(job, why)
+                        queue.insert(0, job)
+                    else:
+                        events.finished(job, died_outcome(job, f"{why} (after {attempts[run_id]} attempts)", wall))
+        finally:
+            for proc, _, _ in running.values():
+                if proc.is_alive():
+                    proc.kill()
+                proc.join()

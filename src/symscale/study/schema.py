@@ -1,0 +1,241 @@
+"""The study schema: one YAML file describes a whole sweep (see ``examples/quickstart.yaml``).
+
+A study is architectures × widths × seeds, all trained on one dataset with shared settings. Every section
+forbids unknown keys, and validation failures become a one-line :class:`~symscale.errors.ConfigError`
+naming the file and the field, e.g. ``study.yaml: architectures.0.widths: List should have at least 1 item``.
+
+:func:`expand` turns a study into :class:`PlannedRun` objects. A run's id is a hash of its resolved
+:class:`~symscale.train.config.RunConfig` (output directory and name excluded), so editing a study adds or
+removes runs without touching the others: a run whose settings did not change keeps its id, its directory
+and its results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+from ..train.config import (EvaluationConfig, LossConfig, OptimizerConfig, RunConfig, SymmetryConfig,
+                            _format_errors, parse_config)
+from ..train.metrics import variant_tag
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateSpec(_Strict):
+    """Generate the study's data with GFN2-xTB (``symscale data generate``) into ``<study>/data`` once."""
+
+    molecules: int = Field(50, ge=2)
+    per_molecule: int = Field(60, ge=1)
+    temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0, 1000.0], min_length=1)
+    seed: int = 0
+    workers: int = Field(1, ge=1)
+    stride: int = Field(10, ge=1)
+
+
+class DataSpec(_Strict):
+    """``path`` (a prepared directory or any raw source), ``embedded`` (the shipped GFN2-xTB set) or
+    ``generate``; exactly one. ``cutoff``, ``max_neighbors`` and ``val_size`` as in a run config."""
+
+    path: str | None = None
+    embedded: bool = False
+    generate: GenerateSpec | None = None
+    cutoff: float = Field(5.0, gt=0)
+    max_neighbors: int | None = Field(None, ge=1)
+    val_size: int | None = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSpec":
+        given = [k for k, v in (("path", self.path), ("embedded", self.embedded or None),
+                                ("generate", self.generate)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, embedded, generate (got {', '.join(given) or 'none'})")
+        return self
+
+
+class Architecture(_Strict):
+    """One family of the staircase at several widths. ``label`` names its group in the laws (default:
+    the family, suffixed with the symmetry variant, e.g. ``mpnn-aug``); give distinct labels to two
+    entries of one family (e.g. ``esen-l2`` and ``esen-l4``). The optional fields override the study's."""
+
+    family: str
+    widths: list[int] = Field(..., min_length=1)
+    label: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    options: dict[str, Any] = Field(default_factory=dict)
+    symmetry: SymmetryConfig = Field(default_factory=SymmetryConfig)
+    optimizer: dict[str, Any] = Field(default_factory=dict)
+    tokens: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    base_width: int | None = Field(None, ge=1)
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        if any(w < 1 for w in v) or len(set(v)) != len(v):
+            raise ValueError("widths must be distinct integers >= 1")
+        return sorted(v)
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        from ..models import available
+
+        if v not in available():
+            raise ValueError(f"unknown family {v!r} (choose from {', '.join(available())})")
+        return v
+
+    def group(self) -> str:
+        if self.label:
+            return self.label
+        tag = variant_tag(self.symmetry)
+        return f"{self.family}-{tag}" if tag else self.family
+
+
+class ReportSpec(_Strict):
+    """Settings of the fits that end the study (see ``symscale fit``)."""
+
+    bootstrap: int = Field(1000, ge=0)
+    drop_fraction: float = Field(0.05, ge=0, lt=1)
+    holdout: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class StudyConfig(_Strict):
+    """A scaling study. Budget per run: ``tokens`` (atoms) or ``epochs`` (default: one epoch)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    out: str | None = None
+    data: DataSpec
+    architectures: list[Architecture] = Field(..., min_length=1)
+    tokens: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int = Field(16, ge=1)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    mup: bool = True
+    loss: LossConfig = Field(default_factory=LossConfig)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "float64", "bfloat16"] = "float32"
+    max_retries: int = Field(2, ge=0)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudyConfig":
+        if self.tokens is not None and self.epochs is not None:
+            raise ValueError("give either tokens or epochs, not both")
+        groups = [a.group() for a in self.architectures]
+        dup = sorted({g for g in groups if groups.count(g) > 1})
+        if dup:
+            raise ValueError(f"architectures: group {dup[0]!r} appears twice; give the entries distinct labels")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+    def study_dir(self) -> Path:
+        return Path(self.out or Path("runs") / self.name)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the study: its stable ``id``, laws group and resolved run configuration."""
+
+    id: str
+    group: str
+    family: str
+    width: int
+    seed: int
+    config: RunConfig
+    run_dir: Path
+
+    def job(self) -> dict:
+        """What an executor needs: plain JSON-able data (sent to worker processes and Ray tasks)."""
+        return {"run_id": self.id, "group": self.group, "config": self.config.model_dump(mode="json"),
+                "run_dir": str(self.run_dir)}
+
+
+def load_study_config(path: str | os.PathLike) -> StudyConfig:
+    """Read a study YAML with ``yaml.safe_load`` and validate it (one-line ConfigError on any problem)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read study file ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    return parse_study(data, source=str(path))
+
+
+def parse_study(data: Any, source: str = "study") -> StudyConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of study settings, got {type(data).__name__}")
+    if data.get("data") == "embedded":  # shorthand
+        data = {**data, "data": {"embedded": True}}
+    elif isinstance(data.get("data"), str):
+        data = {**data, "data": {"path": data["data"]}}
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_errors(exc)}") from None
+
+
+def data_identity(study: StudyConfig) -> Any:
+    """What identifies the data in a run id: the path as written, ``embedded``, or the generate spec."""
+    d = study.data
+    if d.generate is not None:
+        return {"generate": d.generate.model_dump(mode="json")}
+    return "embedded" if d.embedded else d.path
+
+
+def expand(study: StudyConfig, data_path: str | None, study_dir: Path | None = None,
+           source: str = "study") -> list[PlannedRun]:
+    """All runs of ``study`` (architecture order, then width, then seed) with stable ids.
+
+    ``data_path`` is the resolved dataset (``None`` = embedded). μP: with ``mup: true`` every width of an
+    architecture trains with hidden learning rates scaled from its smallest width (or ``base_width``).
+    """
+    study_dir = Path(study_dir) if study_dir is not None else study.study_dir()
+    runs: list[PlannedRun] = []
+    for i, arch in enumerate(study.architectures):
+        group = arch.group()
+        opt = {**study.optimizer.model_dump(mode="json"), **arch.optimizer}
+        tokens, epochs = (arch.tokens, arch.epochs) if (arch.tokens or arch.epochs) else (study.tokens, study.epochs)
+        for width in arch.widths:
+            for seed in study.seeds:
+                cfg = {
+                    "group": group,
+                    "data": {"path": data_path, "cutoff": study.data.cutoff,
+                             "max_neighbors": study.data.max_neighbors, "val_size": study.data.val_size},
+                    "model": {"family": arch.family, "width": width, "options": dict(arch.options)},
+                    "batch_size": arch.batch_size or study.batch_size,
+                    "tokens": tokens, "epochs": epochs,
+                    "evaluation": study.evaluation.model_dump(mode="json"),
+                    "optimizer": opt,
+                    "mup": {"base_width": arch.base_width or arch.widths[0]} if study.mup else None,
+                    "loss": study.loss.model_dump(mode="json"),
+                    "symmetry": arch.symmetry.model_dump(mode="json"),
+                    "seed": seed, "device": study.device, "dtype": study.dtype,
+                }
+                ident = dict(cfg, data={**cfg["data"], "path": data_identity(study)})
+                digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+                run_id = f"{group}-w{width}-s{seed}-{digest}"
+                run_dir = study_dir / "runs" / run_id
+                config = parse_config({**cfg, "name": run_id, "out": str(run_dir)},
+                                      source=f"{source}: architectures.{i}")
+                runs.append(PlannedRun(run_id, group, arch.family, width, seed, config, run_dir))
+    return runs
