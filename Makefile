@@ -1,4 +1,4 @@
-# The two set-up commands of the README: `make demo` (main job on the embedded data) and `make test`.
+# The two set-up commands of the README: `make demo` (the quickstart study on the embedded data) and `make test`.
 # Each creates .venv and installs what it needs when missing.
 PY      ?= python3
 VENV    ?= .venv
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/symscale demo --out runs/demo
+	$(BIN)/symscale study examples/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

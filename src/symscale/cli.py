@@ -1,5 +1,5 @@
 """The ``symscale`` command line. It only maps arguments onto the library; each area registers its own
-sub-commands (``data``, ``train``/``eval``/``md``, ``fit``/``report``, ``demo``).
+sub-commands (``data``, ``train``/``eval``/``md``, ``fit``/``report``, ``study``/``status``).
 
 Errors raised as :class:`symscale.errors.SymscaleError` (bad files, missing keys, impossible configs) are
 printed as one line on stderr with exit status 2; nothing else is caught.
@@ -19,7 +19,6 @@ _AREAS = [
     "symscale.train.cli",
     "symscale.laws.cli",
     "symscale.study.cli",
-    "symscale.demo",
 ]
 
 

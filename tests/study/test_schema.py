@@ -88,3 +88,35 @@ def test_bad_files_on_the_command_line(tmp_path, capsys):
     nodata.write_text(yaml.safe_dump({**BASE, "out": str(tmp_path / "n"), "data": str(tmp_path / "nope")}))
     assert main(["study", str(nodata)]) == 2
     assert "data.path" in capsys.readouterr().err
+
+
+def test_quickstart_is_the_main_job():
+    """examples/quickstart.yaml: all four families at >= 3 widths each, on the embedded data."""
+    from pathlib import Path
+
+    cfg = load_study_config(Path(__file__).parents[2] / "examples" / "quickstart.yaml")
+    assert cfg.data.embedded
+    runs = expand(cfg, None)
+    widths = {}
+    for r in runs:
+        widths.setdefault(r.family, []).append(r.width)
+    assert set(widths) == {"mpnn", "gemnet", "egnn", "esen"} and all(len(w) >= 3 for w in widths.values())
+
+
+def test_paper_mini_study_meets_issue_7():
+    """benchmarks/paper_mini/study.yaml: >= 5 widths spanning >= 1.5 decades of N per family, >= 15
+    evaluations per run, and the ablations (esen l2 vs l4; mpnn with augmentation, symmetry loss, FA)."""
+    from pathlib import Path
+
+    from symscale.models import build, count_parameters
+
+    cfg = load_study_config(Path(__file__).parents[2] / "benchmarks" / "paper_mini" / "study.yaml")
+    assert cfg.evaluation.points >= 15
+    groups = {a.group(): a for a in cfg.architectures}
+    for name in ("mpnn", "gemnet", "egnn", "esen-l2"):
+        a = groups[name]
+        n = [count_parameters(build(a.family, w, **a.options)) for w in a.widths]
+        assert len(n) >= 5 and max(n) / min(n) >= 10 ** 1.5, name
+    assert groups["esen-l4"].options["lmax"] == 4 and groups["esen-l2"].options["lmax"] == 2
+    assert groups["mpnn-aug"].symmetry.augment and groups["mpnn-fa"].symmetry.frame_averaging
+    assert groups["mpnn-symloss2"].symmetry.loss is not None
