@@ -1,7 +1,7 @@
 """An ASE calculator backed by a trained symscale model.
 
 >>> from symscale.calculator import SymscaleCalculator
->>> atoms.calc = SymscaleCalculator("runs/demo/mpnn-w64")      # run directory or checkpoint.pt
+>>> atoms.calc = SymscaleCalculator("runs/quickstart/runs/mpnn-w64-s0-<hash>")      # run directory or checkpoint.pt
 >>> atoms.get_potential_energy(), atoms.get_forces()
 
 Each call builds a one-structure :class:`~symscale.data.batch.Batch` with the model's own cutoff
