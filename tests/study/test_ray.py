@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,10 @@ def test_run_study_on_a_private_instance(tmp_path):
 @pytest.fixture(scope="class")
 def cluster():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             logging_level=logging.WARNING, log_to_driver=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Ray's notice about GPU env var overrides
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+                 logging_level=logging.WARNING, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -192,3 +195,27 @@ class TestSharedInstance:
         assert ray.available_resources().get("CPU", 0) == 2
         assert (json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists()
                 else {"status": "running"})["status"] == "running"
+
+    @pytest.mark.slow  # ~18 s: two worker start-ups and a resumed run
+    def test_worker_killed_after_a_checkpoint_is_retried_and_resumes(self, tmp_path):
+        job = make_jobs(tmp_path / "study", tokens=6_000, evaluation={"points": 3})[0]
+        run_dir = Path(job["run_dir"])
+        before_kill: list[list[dict]] = []
+
+        class Killer(Recorder):
+            def poll(self, j):
+                super().poll(j)
+                if not before_kill and (run_dir / "checkpoint.pt").is_file():
+                    pids = lock_holders(run_dir)
+                    if pids:
+                        before_kill.append(read_rows(run_dir / "metrics.jsonl"))
+                        for pid in pids:
+                            os.kill(pid, 9)
+
+        events = Killer()
+        RayExecutor(workers=1, max_retries=1).run([job], events)
+        assert before_kill and before_kill[0]
+        out = events.outcomes[job["run_id"]]
+        assert out["status"] == "completed", out
+        assert out["rows"][: len(before_kill[0])] == before_kill[0]  # resumed: earlier points kept as they were
+        assert out["rows"][-1]["tokens"] >= 6_000 and len(out["rows"]) > len(before_kill[0])
