@@ -219,3 +219,42 @@ class TestSharedInstance:
         assert out["status"] == "completed", out
         assert out["rows"][: len(before_kill[0])] == before_kill[0]  # resumed: earlier points kept as they were
         assert out["rows"][-1]["tokens"] >= 6_000 and len(out["rows"]) > len(before_kill[0])
+
+
+HEAD = """
+import logging, os, sys, warnings
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+import ray
+warnings.simplefilter("ignore")
+ctx = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+               logging_level=logging.WARNING)
+print(ctx.address_info["gcs_address"], flush=True)
+sys.stdin.read()  # until the test closes our stdin
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow  # ~25 s: a second Ray instance in another process
+def test_connects_to_an_existing_cluster_and_leaves_it_running(tmp_path):
+    import subprocess
+    import sys
+
+    assert not ray.is_initialized()
+    head = subprocess.Popen([sys.executable, "-c", HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the head process did not start Ray"
+        job = make_jobs(tmp_path / "study")[0]
+        events = Recorder()
+        RayExecutor(address=address).run([job], events)
+        assert events.outcomes[job["run_id"]]["status"] == "completed"
+        assert not ray.is_initialized()  # disconnected ...
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        try:  # ... but the cluster is still there
+            assert ray.cluster_resources().get("CPU") == 2
+        finally:
+            ray.shutdown()
+        assert head.poll() is None
+    finally:
+        head.stdin.close()
+        head.wait(timeout=60)

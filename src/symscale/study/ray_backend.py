@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -110,6 +111,19 @@ def _seed_files(job: dict) -> dict[str, bytes]:
     return {name: (run_dir / name).read_bytes() for name in RUN_FILES if (run_dir / name).is_file()}
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (ConfigError) when ``host:port`` / ``ray://host:port`` does not accept connections; Ray
+    itself keeps retrying an unreachable GCS for minutes. ``auto`` and other forms are left to Ray."""
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"address: no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+
+
 class RayExecutor:
     """Run each job as a Ray task, at most ``workers`` (default: the cluster's CPUs // ``cpus_per_run``) at once.
 
@@ -166,6 +180,7 @@ class RayExecutor:
             if self.object_store_memory:
                 opts["object_store_memory"] = int(self.object_store_memory)
         else:
+            _probe(self.address)
             opts["address"] = self.address
         try:
             with warnings.catch_warnings():
