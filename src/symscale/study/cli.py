@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="executor (default local)")
     p.add_argument("--address", default=None, help="Ray cluster address (auto, host:port); default: a private "
                                                    "local Ray instance")
-    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: number of CPU cores)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: the number of CPU cores, or "
+                                                             "the Ray cluster's CPUs)")
     p.add_argument("--out", default=None, help="study directory (default: the file's `out`, else runs/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="train failed and diverged runs again")
     p.add_argument("--no-report", action="store_true", help="skip the fits and the report")

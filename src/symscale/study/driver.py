@@ -133,13 +133,14 @@ class _Recorder:
         self.display.finished(job, outcome)
 
 
-def make_executor(backend: str, workers: int, address: str | None, max_retries: int):
+def make_executor(backend: str, workers: int | None, address: str | None, max_retries: int):
+    """``workers=None``: the number of CPU cores here (local) or the Ray cluster's CPUs (ray)."""
     if backend == "local":
         if address:
             raise ConfigError("--address: only meaningful with --backend ray")
         from .executor import LocalExecutor
 
-        return LocalExecutor(workers=workers, max_retries=max_retries)
+        return LocalExecutor(workers=workers or os.cpu_count() or 1, max_retries=max_retries)
     if backend == "ray":
         try:
             from .ray_backend import RayExecutor
@@ -171,7 +172,7 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
         raise ConfigError("--workers: must be at least 1")
     study_dir.mkdir(parents=True, exist_ok=True)
     with _DriverLock(study_dir):
-        executor = make_executor(backend, workers or (os.cpu_count() or 1), address, cfg.max_retries)
+        executor = make_executor(backend, workers, address, cfg.max_retries)
         data_path = resolve_data(cfg, study_dir, quiet)
         plan = expand(cfg, data_path, study_dir, source=str(study_file))
         ids = [p.id for p in plan]
