@@ -55,9 +55,12 @@ def cost_table(study: Path, doc: dict) -> str:
     con.row_factory = sqlite3.Row
     run_ids = json.loads(con.execute("SELECT value FROM meta WHERE key='study'").fetchone()[0])["run_ids"]
     rows = [dict(r) for r in con.execute("SELECT * FROM runs") if r["id"] in set(run_ids)]
+    flops = {r["run_id"]: r["f"] for r in con.execute(
+        "SELECT run_id, MAX(flops_measured) AS f FROM evals GROUP BY run_id")}
     con.close()
     lines = ["| group | runs (completed) | N range | κ measured | κ paper | train time, s (sum) | wall time, s (sum) "
-             "| wall s per run (median) | best val loss (largest N) |", "|---" * 9 + "|"]
+             "| wall s per run (median) | largest N: atoms/s, measured GFLOP/s | best val loss (largest N) |",
+             "|---" * 10 + "|"]
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["grp"], []).append(r)
@@ -71,8 +74,16 @@ def cost_table(study: Path, doc: dict) -> str:
             f"| {name} | {len(rs)} ({len(done)}) | {min(n):,}–{max(n):,} | "
             f"{'–' if kappa is None else f'{kappa:.2f}'} | {PAPER_KAPPA.get(name, '–')} | "
             f"{sum(r['train_time_s'] or 0 for r in rs):,.0f} | {sum(walls):,.0f} | {walls[len(walls) // 2]:,.0f} | "
-            f"{rs[-1]['best_loss']:.4g} |")
+            f"{_rate(rs[-1], flops)} | {rs[-1]['best_loss']:.4g} |")
     return "\n".join(lines)
+
+
+def _rate(run: dict, flops: dict) -> str:
+    """Training throughput of one run: atoms per second and measured FLOP/s (one thread)."""
+    t = run["train_time_s"]
+    if not t:
+        return "–"
+    return f"{run['tokens'] / t:,.0f}, {(flops.get(run['id']) or 0) / t / 1e9:.2f}"
 
 
 def warnings(doc: dict) -> str:
