@@ -119,7 +119,10 @@ def prepare(cfg: RunConfig, device: torch.device) -> RunSetup:
                                  subset=min(cfg.data.val_size, n_val) if cfg.data.val_size else None,
                                  shuffle=False)
     val_batches = list(val_loader)
-    first = cfg.evaluation.first_tokens or max(1, budget // 1000)
+    # default: budget / 1000, but at least one batch (points inside the first batch would all merge into
+    # the evaluation after step 1)
+    batch_tokens = math.ceil(cfg.batch_size * loader.tokens_per_epoch / max(1, len(loader.indices)))
+    first = cfg.evaluation.first_tokens or max(1, budget // 1000, batch_tokens)
     points = evaluation_points(budget, cfg.evaluation.points, first)
 
     params = count_parameters(model)
