@@ -14,6 +14,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from symscale.laws.report import fmt_q
+
 # Published values (docs: ../shared/reference/paper-notes.md, "Published results"); "–" = not published.
 PAPER = {
     "mpnn": {"gamma_c": 0.14, "gamma_h": 0.21, "beta": 0.31, "alpha": 0.28, "gamma_c_derived": 0.146},
@@ -28,11 +30,7 @@ KEYS = ("gamma_c", "gamma_h", "alpha", "beta", "a", "b", "gamma_c_derived")
 
 
 def fmt(q: dict | None, digits: int = 3) -> str:
-    if not q or q.get("value") is None:
-        return "–"
-    lo, hi = q.get("ci_low"), q.get("ci_high")
-    ci = f" [{lo:.{digits}g}, {hi:.{digits}g}]" if lo is not None and hi is not None else ""
-    return f"{q['value']:.{digits}g}{ci}"
+    return fmt_q(q, digits)
 
 
 def exponent_table(doc: dict) -> str:

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 from ..train.config import (EvaluationConfig, LossConfig, OptimizerConfig, RunConfig, SymmetryConfig,
-                            _format_errors, parse_config)
+                            _format_errors, parse_config, read_yaml)
 from ..train.metrics import variant_tag
 
 
@@ -167,18 +166,7 @@ class PlannedRun:
 
 def load_study_config(path: str | os.PathLike) -> StudyConfig:
     """Read a study YAML with ``yaml.safe_load`` and validate it (one-line ConfigError on any problem)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read study file ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    return parse_study(data, source=str(path))
+    return parse_study(read_yaml(path, "study file"), source=str(path))
 
 
 def parse_study(data: Any, source: str = "study") -> StudyConfig:

@@ -198,17 +198,22 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: {_format_errors(exc)}") from None
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
-    """Read a run YAML file with ``yaml.safe_load`` and validate it."""
+def read_yaml(path: str | os.PathLike, what: str = "run config") -> Any:
+    """``yaml.safe_load`` of a file; unreadable files and YAML syntax errors become a one-line ConfigError
+    naming the file (and the line)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read run config ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    return parse_config(data, source=str(path))
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read a run YAML file with ``yaml.safe_load`` and validate it."""
+    return parse_config(read_yaml(path, "run config"), source=str(path))
