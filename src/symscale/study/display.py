@@ -15,7 +15,6 @@ class Display:
         self.quiet = quiet
         self.live = not quiet and sys.stdout.isatty()
         self.budget = {p.id: _budget_guess(p) for p in plan}
-        self.tokens: dict[str, int] = {}
         self.bar = None
         self.t0 = time.perf_counter()
 
@@ -43,7 +42,6 @@ class Display:
             print(f"  start  {job['run_id']}", flush=True)
 
     def progress(self, job: dict, tokens: int, budget: int | None = None) -> None:
-        self.tokens[job["run_id"]] = tokens
         if self.bar is not None and job["run_id"] in self.run_tasks:
             self.bar.update(self.run_tasks[job["run_id"]], completed=tokens, total=budget or None)
 

@@ -67,6 +67,7 @@ class LocalExecutor:
         ctx = mp.get_context("spawn")
         queue = list(jobs)
         attempts: dict[str, int] = {}
+        spent: dict[str, float] = {}  # wall time of a job's earlier attempts that died
         running: dict[str, tuple] = {}  # run_id -> (process, job, start time)
         try:
             while queue or running:
@@ -84,7 +85,7 @@ class LocalExecutor:
                         continue
                     proc.join()
                     del running[run_id]
-                    wall = time.perf_counter() - t0
+                    wall = time.perf_counter() - t0 + spent.get(run_id, 0.0)
                     outcome = read_json(Path(job["run_dir"]) / OUTCOME_NAME)
                     if outcome is not None and proc.exitcode == 0:
                         outcome["rows"] = read_rows(Path(job["run_dir"]) / "metrics.jsonl")
@@ -94,6 +95,7 @@ class LocalExecutor:
                     why = (f"worker killed by signal {-proc.exitcode}" if (proc.exitcode or 0) < 0
                            else f"worker exited with code {proc.exitcode} without an outcome")
                     if attempts[run_id] <= self.max_retries:
+                        spent[run_id] = wall
                         events.retrying(job, why)
                         queue.insert(0, job)
                     else:

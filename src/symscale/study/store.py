@@ -136,10 +136,6 @@ class Store:
                  time.time(), run_id))
             self._best(run_id)
 
-    def add_wall(self, run_id: str, seconds: float) -> None:
-        with self._tx():
-            self.db.execute("UPDATE runs SET wall_s=wall_s+? WHERE id=?", (float(seconds), run_id))
-
     # ------------------------------------------------------------------ evaluation points
     def sync_evals(self, run_id: str, rows: list[dict]) -> int:
         """Upsert ``rows`` (records of ``metrics.jsonl``) for a run still training; return the new count."""
