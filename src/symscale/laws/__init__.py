@@ -35,7 +35,7 @@ def load(source: str | Path, *, csv: dict | None = None, loss_key: str = "loss",
         drop_fraction: each run's checkpoints before this fraction of its final token count are dropped.
     """
     source = Path(source)
-    if source.is_file() and source.suffix == ".db" or (source / "study.db").is_file():
+    if (source.is_file() and source.suffix == ".db") or (source / "study.db").is_file():
         from ..study.store import load_groups
 
         groups = load_groups(source.parent if source.is_file() else source, loss_key=loss_key)

@@ -11,10 +11,10 @@ import time
 
 
 class Display:
-    def __init__(self, plan, status: dict[str, str], quiet: bool = False):
+    def __init__(self, plan, quiet: bool = False):
         self.quiet = quiet
         self.live = not quiet and sys.stdout.isatty()
-        self.budget = {p.id: _budget_guess(p) for p in plan}
+        self.budget = {p.id: p.config.tokens for p in plan}  # None for an epoch budget: read later
         self.bar = None
         self.t0 = time.perf_counter()
 
@@ -72,6 +72,3 @@ class Display:
             self.bar.stop()
             self.bar = None
 
-
-def _budget_guess(planned) -> int | None:
-    return planned.config.tokens

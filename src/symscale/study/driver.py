@@ -186,7 +186,7 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
             write_text(study_dir / "study.yaml", Path(study_file).read_text())
             status = {r["id"]: r["status"] for r in store.runs(ids)}
             todo = [p for p in plan if status[p.id] == "pending"]
-            display = Display(plan, status, quiet=quiet)
+            display = Display(plan, quiet=quiet)
             display.start(len(todo), backend)
             t0 = time.perf_counter()
             try:
