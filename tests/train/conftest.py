@@ -35,3 +35,14 @@ def emt_dataset(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("emt") / "data"
     return write_prepared(emt_structures(), out, source="emt-g2", seed=0, val_fraction=0.2)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(emt_dataset, tmp_path_factory):
+    """Run directory of a tiny trained model (mpnn, width 8, 300 atoms) on ``emt_dataset``."""
+    from symscale.train.run import run
+
+    cfg = {"data": {"path": str(emt_dataset), "val_size": 16}, "batch_size": 8, "tokens": 300,
+           "model": {"family": "mpnn", "width": 8, "options": {"num_layers": 1}}, "evaluation": {"points": 3},
+           "name": "tiny"}
+    return run(cfg, out=tmp_path_factory.mktemp("tiny") / "run")

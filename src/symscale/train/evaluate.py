@@ -80,7 +80,8 @@ class _Counting:
 def evaluate_checkpoint(checkpoint: str | os.PathLike | nn.Module, data: str | os.PathLike | None,
                         batch_size: int = 64, cutoff: float | None = None, split: str | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
-                        max_structures: int | None = None) -> dict[str, Any]:
+                        max_structures: int | None = None, allow_unseen_elements: bool = False,
+                        ) -> dict[str, Any]:
     """Evaluate a trained run on a dataset.
 
     Args:
@@ -92,17 +93,24 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | nn.Module, data: str | o
         split: a split of a prepared dataset (``"train"``, ``"val"``, ``"test"``); ``None`` = all structures.
         device, dtype: where and in which precision to evaluate.
         max_structures: evaluate only the first ``max_structures`` structures of the selection.
+        allow_unseen_elements: evaluate structures holding elements the model never saw in training
+            (by default they are refused; see :func:`symscale.train.guards.model_elements`).
 
     Returns:
         The metrics of :func:`evaluate_model` (loss normalised with the model's own scales) plus
         ``checkpoint``, ``data``, ``split`` and ``cutoff``.
 
     Raises:
-        DataError: unreadable checkpoint or dataset, unknown split, or empty selection.
+        DataError: unreadable checkpoint or dataset, unknown split, empty selection, an atomic number
+            outside 1..118, or (unless ``allow_unseen_elements``) an element outside the model's training
+            elements -- naming the dataset, the first offending structure and the element.
+        ConfigError: unknown or unavailable ``device``.
     """
     from ..calculator import resolve_model
     from ..data import open_dataset  # the data layer's single entry point for every format
+    from .guards import check_dataset, model_elements, resolve_device
 
+    device = resolve_device(device)
     if batch_size < 1:
         raise DataError(f"batch_size: must be >= 1, got {batch_size}")
     model = resolve_model(checkpoint, device)
@@ -119,6 +127,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | nn.Module, data: str | o
         indices = indices[:max_structures]
     if len(indices) == 0:
         raise DataError(f"{data}: split {split!r} selects no structures")
+    name = str(data) if data is not None else str(dataset.path)
+    check_dataset(dataset, indices, model_elements(model), name, allow_unseen=allow_unseen_elements)
 
     def batches() -> Iterator[Batch]:
         for start in range(0, len(indices), batch_size):
