@@ -14,3 +14,8 @@ class DataError(SymscaleError, ValueError):
 
 class ConfigError(SymscaleError, ValueError):
     """An invalid or impossible configuration (names the field)."""
+
+
+class OutputError(ConfigError, DataError):
+    """An output path symscale may not write: it holds something symscale did not write, or it is
+    unusable (names the option and the path)."""

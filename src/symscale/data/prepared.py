@@ -33,7 +33,10 @@ from typing import Any, Iterable
 import numpy as np
 from ase.data import chemical_symbols
 
+from ..atomic import apply_umask
 from ..errors import DataError
+from ..outputs import check_output_dir, mark_dir
+from . import fingerprint
 from .splits import SPLIT_NAMES, make_splits, mol_labels
 from .stats import atom_ranges, fit_normalization
 from .structure import Structure
@@ -65,18 +68,18 @@ def write_prepared(structures: Iterable[Structure], out_dir: str | os.PathLike, 
         seed, val_fraction, test_fraction: the split (see :func:`symscale.data.splits.make_splits`).
         command: the creating command line recorded in metadata (default: ``sys.argv``).
         reader_options: reader options recorded in metadata (e.g. energy key, units).
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing ``out_dir``; only a prepared dataset symscale wrote is ever replaced
+            (see :mod:`symscale.outputs`).
 
     Returns:
         The path of the written directory.
 
     Raises:
-        DataError: on an invalid structure (``"<source>: structure <i>: <what>"``), no structures, or an
-        existing target. Nothing is left on disk in that case.
+        DataError: on an invalid structure (``"<source>: structure <i>: <what>"``) or no structures;
+        OutputError: ``out_dir`` cannot be written (checked before reading anything). Nothing is left on
+        disk in either case.
     """
-    out = Path(out_dir)
-    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
-        raise DataError(f"{out}: output already exists (choose another --out or remove it)")
+    out = check_output_dir(out_dir, "prepared", overwrite=overwrite, sources=(source,))
     numbers, positions, forces, energy, counts, mol_ids, cells, pbcs = [], [], [], [], [], [], [], []
     for idx, s in enumerate(structures):
         validate_structure(s, idx, source)
@@ -145,16 +148,18 @@ def _atomic_write(out: Path, arrays: dict[str, np.ndarray], splits: dict[str, np
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     trash: Path | None = None
     try:
+        apply_umask(tmp, directory=True)
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
         for name, idx in splits.items():
             np.save(tmp / f"split_{name}.npy", np.asarray(idx, dtype=np.int64))
         (tmp / "mol_ids.json").write_text(json.dumps(mol_names))
-        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
+        metadata["fingerprint"] = fingerprint.record(tmp)
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1) + "\n")
+        mark_dir(tmp, "prepared")
         if out.exists():
             if any(out.iterdir()):
-                if not overwrite:
-                    raise DataError(f"{out}: output already exists (choose another --out or remove it)")
+                check_output_dir(out, "prepared", overwrite=overwrite)  # again: it may have changed meanwhile
                 trash = out.parent / f".{out.name}.old-{os.getpid()}"
                 os.rename(out, trash)
             else:
@@ -218,6 +223,7 @@ class PreparedDataset:
                 or self.forces.shape != (n_at, 3) or len(self.mol_index) != n_struct):
             raise DataError(f"{self.path}: inconsistent array shapes (corrupted prepared dataset)")
         self._mol_ids: list[str] | None = None
+        self._fingerprint: str | None = None
         self._splits: dict[str, np.ndarray] = {}
 
     def _load(self, name: str) -> np.ndarray:
@@ -248,6 +254,15 @@ class PreparedDataset:
         norm = self.metadata["normalization"]
         return {"e0": {int(z): float(v) for z, v in norm["e0"].items()},
                 "energy_scale": float(norm["energy_scale"]), "force_scale": float(norm["force_scale"])}
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 content fingerprint, checked against the one recorded at preparation (see
+        :mod:`symscale.data.fingerprint`; cheap when no file changed). Raises ``DataError`` when the content
+        no longer matches what was prepared."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint.verify(self.path, self.metadata.get("fingerprint"))
+        return self._fingerprint
 
     @property
     def mol_ids(self) -> list[str]:

@@ -17,11 +17,13 @@ from ``mol_id``, ``molecule_id``, ``smiles`` or ``source`` when present, else th
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 from ase import units as ase_units
+from ase.db.sqlite import SQLite3Database
 
 from ..errors import ConfigError, DataError
 from .structure import Structure
@@ -94,6 +96,7 @@ def _read_file(path: Path, fmt: str, opts: dict) -> Iterator[Structure]:
 def _read_extxyz(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
     import ase.io
 
+    _check_complete_text(path)
     frames = ase.io.iread(str(path), index=":", format="extxyz")
     idx = 0
     while True:
@@ -109,12 +112,32 @@ def _read_extxyz(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
         idx += 1
 
 
+def _check_complete_text(path: Path) -> None:
+    """Refuse a text file whose last line is cut: ASE reads a frame whose last number lost its final digits
+    as a complete (wrong) structure. Every writer ends a frame with a newline; a file that does not was
+    truncated (an interrupted copy or write)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            raise DataError(f"{path}: empty file (no structures)")
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+    if last not in (b"\n", b"\r"):
+        raise DataError(f"{path}: the file ends inside a frame (no newline after its last line: truncated?)")
+
+
 def _read_db(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
     import ase.db
 
-    kwargs: dict[str, Any] = {"readonly": True} if fmt == "aselmdb" else {}
+    if fmt == "db":
+        _check_ase_sqlite(path)
+    else:
+        _check_lmdb(path)
     try:
-        db = ase.db.connect(str(path), type=fmt, **kwargs)
+        if fmt == "db":
+            db = _ReadOnlySQLite(str(path), create_indices=False)
+        else:
+            db = ase.db.connect(str(path), type=fmt, readonly=True)
         db.count()  # touches the file: a corrupt database fails here, not at the first row
         rows = db.select()
     except Exception as exc:  # noqa: BLE001
@@ -136,6 +159,47 @@ def _read_db(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
     finally:
         if hasattr(db, "close"):
             db.close()
+
+
+def _check_ase_sqlite(path: Path) -> None:
+    """Refuse a ``.db`` file that is not an ASE SQLite database, without writing to it (ASE's own
+    ``connect`` would turn an empty or foreign SQLite file into an ASE database)."""
+    with open(path, "rb") as fh:
+        header = fh.read(16)
+    if not header:
+        raise DataError(f"{path}: cannot open db database (empty file)")
+    if header != b"SQLite format 3\x00":
+        raise DataError(f"{path}: cannot open db database (not an SQLite file)")
+    try:
+        con = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise DataError(f"{path}: cannot open db database ({exc})") from None
+    if "systems" not in tables:
+        raise DataError(f"{path}: cannot open db database (an SQLite file without ASE's 'systems' table)")
+
+
+def _check_lmdb(path: Path) -> None:
+    """Refuse a file LMDB cannot open, before ase-db-backends builds a database object around it (whose
+    destructor then fails again, printing a traceback after the error)."""
+    import lmdb
+
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: cannot open aselmdb database (empty file)")
+    try:
+        lmdb.open(str(path), subdir=False, readonly=True, lock=False).close()
+    except lmdb.Error as exc:
+        raise DataError(f"{path}: cannot open aselmdb database ({type(exc).__name__}: {exc})") from None
+
+
+class _ReadOnlySQLite(SQLite3Database):
+    """ASE's SQLite backend with every connection opened read-only: reading never changes the file."""
+
+    def _connect(self):
+        return sqlite3.connect(f"{Path(self.filename).absolute().as_uri()}?mode=ro", uri=True, timeout=20)
 
 
 def structure_from_atoms(atoms, *, energy_key: str | None = None, forces_key: str | None = None,
@@ -194,7 +258,10 @@ def _npz_array(data, path: Path, role: str, key: str | None) -> np.ndarray:
     names = (key,) if key is not None else _NPZ_KEYS[role]
     for name in names:
         if name in data.files:
-            return np.asarray(data[name])
+            try:
+                return np.asarray(data[name])
+            except ValueError as exc:  # object (pickled) arrays are never loaded
+                raise DataError(f"{path}: array {name!r} cannot be read ({exc})") from None
     raise DataError(f"{path}: no {role} array (looked for {', '.join(names)}; found {', '.join(data.files)})")
 
 

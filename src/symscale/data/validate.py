@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .neighbors import neighbor_list
+from .neighbors import check_geometry, neighbor_list
 from .structure import Structure
 
 #: Pairs of atoms closer than this (Å) are reported as overlapping.
@@ -69,6 +69,9 @@ def validate_structure(s: Structure, index: int, source: str, *, require_labels:
             raise structure_error(source, index, "non-finite cell")
         if bool(np.all(s.pbc)) and abs(np.linalg.det(s.cell)) < 1e-8:
             raise structure_error(source, index, "periodic structure with a degenerate (zero-volume) cell")
+    problem = check_geometry(s.positions, _SEARCH_CUTOFF, s.cell, periodic and bool(np.all(s.pbc)))
+    if problem is not None:
+        raise structure_error(source, index, problem)
     if (n > 1 or periodic) and min_distance > 0:
         # vesin's cell list gets slow for tiny cutoffs (many empty cells): search at 1 Å, then filter
         edges, shift = neighbor_list(s.positions, max(min_distance, _SEARCH_CUTOFF), s.cell, s.pbc)

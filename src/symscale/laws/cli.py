@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..errors import ConfigError, DataError
+from ..outputs import check_output_dir, check_output_file, mark_dir, stamp
 from . import analyse, load, to_json
 from .io import find_runs
 from .report import fmt_q, write_report
@@ -88,7 +89,12 @@ def _run_fit(args):
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    write_text(path, json.dumps(stamp(doc, "fit"), indent=1, allow_nan=False) + "\n")
+
+
+def _laws_dir(path: Path, flag: str) -> Path:
+    """Check (before any fitting) that ``path`` may receive figures and reports, and mark it as ours."""
+    return check_output_dir(path, "laws", flag=flag)
 
 
 def table(doc: dict) -> str:
@@ -111,13 +117,17 @@ def table(doc: dict) -> str:
 def cmd_fit(args) -> int:
     from .plots import write_all
 
+    json_out = check_output_file(args.json, "fit", flag="--json") if args.json else None
+    plots = _laws_dir(Path(args.plots), "--plots") if args.plots else None
     results, doc = _run_fit(args)
     print(table(doc))
-    if args.json:
-        _write_json(Path(args.json), doc)
-    if args.plots:
-        write_all(results, args.plots)
-        _write_json(Path(args.plots) / "fit.json", doc)
+    if json_out is not None:
+        _write_json(json_out, doc)
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        mark_dir(plots, "laws")
+        write_all(results, plots)
+        _write_json(plots / "fit.json", doc)
     return 0
 
 
@@ -130,14 +140,18 @@ def cmd_report(args) -> int:
             doc = json.loads((src / "fit.json").read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"{src / 'fit.json'}: invalid JSON ({exc.msg})") from None
-        out = Path(args.out) if args.out else src
+        out = _laws_dir(Path(args.out) if args.out else src, "--out")
+        out.mkdir(parents=True, exist_ok=True)
+        mark_dir(out, "laws")
         html_path, _ = write_report(doc, out, image_dir=src)
     else:
         if not src.exists():
             raise DataError(f"{src}: no such file or directory")
-        out = Path(args.out) if args.out else (src / "report" if src.is_dir()
-                                               else src.with_name(f"{src.stem}_report"))
+        out = _laws_dir(Path(args.out) if args.out else (src / "report" if src.is_dir()
+                                                         else src.with_name(f"{src.stem}_report")), "--out")
         results, doc = _run_fit(args)
+        out.mkdir(parents=True, exist_ok=True)
+        mark_dir(out, "laws")
         write_all(results, out)
         _write_json(out / "fit.json", doc)
         html_path, _ = write_report(doc, out)

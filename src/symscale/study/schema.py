@@ -17,18 +17,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..train.config import (EvaluationConfig, LossConfig, OptimizerConfig, RunConfig, SymmetryConfig,
+from ..data.neighbors import MAX_CUTOFF, MIN_CUTOFF
+from ..train.config import (MAX_SEED, EvaluationConfig, LossConfig, OptimizerConfig, RunConfig, SymmetryConfig,
                             _format_errors, parse_config, read_yaml)
 from ..train.metrics import variant_tag
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class GenerateSpec(_Strict):
@@ -37,7 +38,7 @@ class GenerateSpec(_Strict):
     molecules: int = Field(50, ge=2)
     per_molecule: int = Field(60, ge=1)
     temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0, 1000.0], min_length=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     workers: int = Field(1, ge=1)
     stride: int = Field(10, ge=1)
 
@@ -49,7 +50,7 @@ class DataSpec(_Strict):
     path: str | None = None
     embedded: bool = False
     generate: GenerateSpec | None = None
-    cutoff: float = Field(5.0, gt=0)
+    cutoff: float = Field(5.0, ge=MIN_CUTOFF, le=MAX_CUTOFF)
     max_neighbors: int | None = Field(None, ge=1)
     val_size: int | None = Field(256, ge=1)
 
@@ -74,7 +75,7 @@ class Architecture(_Strict):
     symmetry: SymmetryConfig = Field(default_factory=SymmetryConfig)
     optimizer: dict[str, Any] = Field(default_factory=dict)
     tokens: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0, le=1e6)
     batch_size: int | None = Field(None, ge=1)
     base_width: int | None = Field(None, ge=1)
 
@@ -107,7 +108,7 @@ class ReportSpec(_Strict):
     bootstrap: int = Field(1000, ge=0)
     drop_fraction: float = Field(0.05, ge=0, lt=1)
     holdout: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class StudyConfig(_Strict):
@@ -118,13 +119,13 @@ class StudyConfig(_Strict):
     data: DataSpec
     architectures: list[Architecture] = Field(..., min_length=1)
     tokens: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0, le=1e6)
     batch_size: int = Field(16, ge=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     mup: bool = True
     loss: LossConfig = Field(default_factory=LossConfig)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
     max_retries: int = Field(2, ge=0)
@@ -182,21 +183,20 @@ def parse_study(data: Any, source: str = "study") -> StudyConfig:
         raise ConfigError(f"{source}: {_format_errors(exc)}") from None
 
 
-def data_identity(study: StudyConfig) -> Any:
-    """What identifies the data in a run id: the path as written, ``embedded``, or the generate spec."""
-    d = study.data
-    if d.generate is not None:
-        return {"generate": d.generate.model_dump(mode="json")}
-    return "embedded" if d.embedded else d.path
-
-
 def expand(study: StudyConfig, data_path: str | None, study_dir: Path | None = None,
-           source: str = "study") -> list[PlannedRun]:
+           source: str = "study", fingerprint: str | None = None) -> list[PlannedRun]:
     """All runs of ``study`` (architecture order, then width, then seed) with stable ids.
 
-    ``data_path`` is the resolved dataset (``None`` = embedded). μP: with ``mup: true`` every width of an
-    architecture trains with hidden learning rates scaled from its smallest width (or ``base_width``).
+    ``data_path`` is the resolved dataset (``None`` = embedded); ``fingerprint`` its content fingerprint
+    (computed when not given). The data enter a run's id through the fingerprint, not the path: data edited
+    in place give new runs, a moved copy keeps them; each run also checks the fingerprint when it starts.
+    μP: with ``mup: true`` every width of an architecture trains with hidden learning rates scaled from its
+    smallest width (or ``base_width``).
     """
+    if fingerprint is None:
+        from ..data import open_dataset
+
+        fingerprint = open_dataset(data_path).fingerprint
     study_dir = Path(study_dir) if study_dir is not None else study.study_dir()
     runs: list[PlannedRun] = []
     for i, arch in enumerate(study.architectures):
@@ -207,7 +207,7 @@ def expand(study: StudyConfig, data_path: str | None, study_dir: Path | None = N
             for seed in study.seeds:
                 cfg = {
                     "group": group,
-                    "data": {"path": data_path, "cutoff": study.data.cutoff,
+                    "data": {"path": data_path, "fingerprint": fingerprint, "cutoff": study.data.cutoff,
                              "max_neighbors": study.data.max_neighbors, "val_size": study.data.val_size},
                     "model": {"family": arch.family, "width": width, "options": dict(arch.options)},
                     "batch_size": arch.batch_size or study.batch_size,
@@ -219,7 +219,7 @@ def expand(study: StudyConfig, data_path: str | None, study_dir: Path | None = N
                     "symmetry": arch.symmetry.model_dump(mode="json"),
                     "seed": seed, "device": study.device, "dtype": study.dtype,
                 }
-                ident = dict(cfg, data={**cfg["data"], "path": data_identity(study)})
+                ident = dict(cfg, data={k: v for k, v in cfg["data"].items() if k != "path"})
                 digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
                 run_id = f"{group}-w{width}-s{seed}-{digest}"
                 run_dir = study_dir / "runs" / run_id

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..atomic import write_text
+from ..outputs import mark_dir
 
 PROGRESS_NAME = "progress.json"
 OUTCOME_NAME = "outcome.json"
@@ -60,6 +61,7 @@ def run_lock(run_dir: Path, timeout: float = 120.0) -> Iterator[None]:
     """Exclusive lock on ``run_dir/.lock`` (which then holds this process id); waits up to ``timeout`` s
     (a dying holder releases it)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    mark_dir(run_dir, "run")
     fh = open(run_dir / ".lock", "a")
     deadline = time.monotonic() + timeout
     try:

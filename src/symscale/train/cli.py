@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ..outputs import check_output_file, stamp
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train``, ``eval`` and ``md`` sub-commands."""
@@ -25,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=None, help="split of a prepared dataset (default: all structures)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-structures", type=int, default=None, help="evaluate only the first N structures")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    p.add_argument("--allow-unseen-elements", action="store_true",
+                   help="evaluate structures with elements the model was not trained on (refused by default)")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.set_defaults(func=_eval)
 
@@ -38,7 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=300.0, help="initial temperature in K")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities")
     p.add_argument("--trajectory", help="write the trajectory to this file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    p.add_argument("--allow-unseen-elements", action="store_true",
+                   help="run a structure with elements the model was not trained on (refused by default)")
+    p.add_argument("--max-energy-deviation", type=float, default=None,
+                   help="stability bound on max |E_tot - E_tot(0)| per atom in eV (default 0.05)")
+    p.add_argument("--max-displacement", type=float, default=None,
+                   help="stability bound on any atom's distance from its start in Å (default 10)")
     p.add_argument("--out", help="also write the result, with the total energy of every step, to this JSON file")
     p.set_defaults(func=_md)
 
@@ -59,8 +69,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint
+    from .guards import resolve_device
 
-    kwargs = {"batch_size": args.batch_size, "device": args.device, "max_structures": args.max_structures}
+    device = resolve_device(args.device, "--device")  # before any work
+    if args.out:
+        check_output_file(args.out, "eval", flag="--out")
+    kwargs = {"batch_size": args.batch_size, "device": device, "max_structures": args.max_structures,
+              "allow_unseen_elements": args.allow_unseen_elements}
     if args.split is not None:
         kwargs["split"] = args.split
     result = evaluate_checkpoint(args.checkpoint, args.data, **kwargs)
@@ -69,18 +84,25 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _md(args: argparse.Namespace) -> int:
+    """Exit 0 when the trajectory is stable, 1 when not (the result, with its reason, is still printed)."""
+    from .guards import resolve_device
     from .md import run_nve
 
+    device = resolve_device(args.device, "--device")  # before any work
+    if args.out:
+        check_output_file(args.out, "md", flag="--out")
+    bounds = {k: v for k, v in (("max_energy_deviation", args.max_energy_deviation),
+                                ("max_displacement", args.max_displacement)) if v is not None}
     result = run_nve(args.checkpoint, args.structure, steps=args.steps, timestep_fs=args.timestep,
-                     temperature_K=args.temperature, seed=args.seed, device=args.device,
-                     trajectory=args.trajectory)
+                     temperature_K=args.temperature, seed=args.seed, device=device,
+                     trajectory=args.trajectory, allow_unseen_elements=args.allow_unseen_elements, **bounds)
     # the per-step energy trace goes to --out only; the terminal gets the summary
     _emit({k: v for k, v in result.items() if k != "energy_total"}, None)
     if args.out:
         from .metrics import write_json_atomic
 
-        write_json_atomic(args.out, result)
-    return 0
+        write_json_atomic(args.out, stamp(result, "md"))
+    return 0 if result["stable"] else 1
 
 
 def _emit(result: dict, out: str | None) -> None:
@@ -89,4 +111,4 @@ def _emit(result: dict, out: str | None) -> None:
     text = json.dumps(_plain(result), indent=2)
     print(text, file=sys.stdout)
     if out:
-        write_json_atomic(out, result)
+        write_json_atomic(out, stamp(result, "eval"))

@@ -17,11 +17,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..data.neighbors import MAX_CUTOFF, MIN_CUTOFF
 from ..errors import ConfigError
 
 
+#: Largest seed accepted (numpy's and torch's generators take seeds in [0, 2**32)).
+MAX_SEED = 2**32 - 1
+#: Run names become directory names: no path separators, no leading dot.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -31,11 +38,14 @@ class DataConfig(_Strict):
     ``null`` = the embedded default dataset. ``val_size`` caps the validation subset (a fixed seeded
     choice of ``val_size`` structures of the ``val`` split; ``null`` = the whole split). ``subset``: train
     on a fixed seeded subset of the training split, a count of structures (int) or a fraction (float in
-    (0, 1]); combine with ``epochs`` > 1 for multi-epoch runs.
+    (0, 1]); combine with ``epochs`` > 1 for multi-epoch runs. ``fingerprint``: the content fingerprint
+    (SHA-256, :mod:`symscale.data.fingerprint`) the data must have; filled in from the data when a run
+    starts, so a run (and a resume) never silently trains on data that changed.
     """
 
     path: str | None = None
-    cutoff: float = Field(5.0, gt=0)
+    fingerprint: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    cutoff: float = Field(5.0, ge=MIN_CUTOFF, le=MAX_CUTOFF)
     max_neighbors: int | None = Field(None, ge=1)
     val_size: int | None = Field(256, ge=1)
     subset: int | float | None = None
@@ -131,19 +141,19 @@ class RunConfig(_Strict):
     over ``data.subset``; fractions allowed); neither = one epoch. ``group``: the laws group the run
     belongs to (default: the family plus its symmetry/data-reuse variant tag)."""
 
-    name: str | None = None
+    name: str | None = Field(None, pattern=NAME_PATTERN, max_length=200)
     group: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     batch_size: int = Field(64, ge=1)
     tokens: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0, le=1e6)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     mup: MupConfig | None = None
     loss: LossConfig = Field(default_factory=LossConfig)
     symmetry: SymmetryConfig = Field(default_factory=SymmetryConfig)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
     out: str | None = None
@@ -203,9 +213,12 @@ def read_yaml(path: str | os.PathLike, what: str = "run config") -> Any:
     naming the file (and the line)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); is it a binary file?") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

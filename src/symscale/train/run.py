@@ -23,8 +23,10 @@ import torch
 
 from ..atomic import write_text
 from ..errors import ConfigError
+from ..outputs import check_output_dir, mark_dir
 from . import checkpoint as ckpt_mod
 from .config import RunConfig, load_config, parse_config
+from .guards import resolve_device
 from .loss import LossFunction
 from .metrics import (EvalSchedule, MetricsLog, compute_multiplier, evaluate, evaluation_points,
                       variant_tag, write_json_atomic)
@@ -33,15 +35,6 @@ from .optim import (build_optimizer, clip_gradients, cosine_factor, eval_mode, h
 
 FLOPS_PROBE_BATCHES = 3  # training batches whose step FLOPs are measured
 StepCallback = Callable[[dict[str, Any]], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
 
 
 @dataclass
@@ -66,14 +59,16 @@ class RunSetup:
     hidden: list[str] = field(default_factory=list)
 
 
-def prepare(cfg: RunConfig, device: torch.device) -> RunSetup:
-    """Open the data, build model / optimiser / loaders, measure κ and the FLOPs of a training step."""
+def prepare(cfg: RunConfig, device: torch.device, dataset=None) -> RunSetup:
+    """Open the data (unless ``dataset`` is given), build model / optimiser / loaders, measure κ and the
+    FLOPs of a training step."""
     from ..data import open_dataset
     from ..data.loader import StreamingLoader
     from ..models import build, count_parameters
 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    dataset = open_dataset(cfg.data.path)
+    if dataset is None:
+        dataset = open_dataset(cfg.data.path)
     norm = dataset.normalization
     options = dict(cfg.model.options)
     options.setdefault("cutoff", cfg.data.cutoff)
@@ -119,6 +114,9 @@ def prepare(cfg: RunConfig, device: torch.device) -> RunSetup:
                                  subset=min(cfg.data.val_size, n_val) if cfg.data.val_size else None,
                                  shuffle=False)
     val_batches = list(val_loader)
+    # the elements the model will see: eval, md and the calculator refuse others (checkpoint "elements")
+    model.trained_elements = tuple(int(z) for z in np.unique(dataset.numbers[dataset.atom_indices(
+        np.asarray(loader.indices))]))
     # default: budget / 1000, but at least one batch (points inside the first batch would all merge into
     # the evaluation after step 1)
     batch_tokens = math.ceil(cfg.batch_size * loader.tokens_per_epoch / max(1, len(loader.indices)))
@@ -191,24 +189,38 @@ def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | N
         cfg = load_config(config)
     else:
         cfg = parse_config(config)
-    run_dir = Path(out or cfg.out or Path("runs") / cfg.run_id())
-    cfg = cfg.model_copy(update={"out": str(run_dir)})
+    run_dir = check_output_dir(out or cfg.out or Path("runs") / cfg.run_id(), "run", flag="out")
     ckpt_path = run_dir / ckpt_mod.CHECKPOINT_NAME
-    resolved_yaml = cfg.to_yaml()
     resuming = resume and ckpt_path.is_file()
-    if resuming:
-        _check_same_config(run_dir, cfg)
-    elif ckpt_path.exists() or MetricsLog(run_dir / "metrics.jsonl").read():
+    if not resuming and (ckpt_path.exists() or MetricsLog(run_dir / "metrics.jsonl").read()):
         # (a directory left by a run stopped before its first evaluation holds nothing to keep)
         raise ConfigError(f"out: {run_dir} already holds a run; pass --resume to continue it or choose "
                           f"another directory")
     device = resolve_device(cfg.device)
     if cfg.dtype == "bfloat16" and device.type != "cuda":
         raise ConfigError(f"dtype: bfloat16 autocast needs CUDA (device resolved to {device.type})")
+    from ..data import open_dataset
+
+    dataset = open_dataset(cfg.data.path)
+    cfg = cfg.model_copy(update={"out": str(run_dir), "data": cfg.data.model_copy(
+        update={"fingerprint": _data_fingerprint(cfg, dataset)})})
+    resolved_yaml = cfg.to_yaml()
+    if resuming:
+        _check_same_config(run_dir, cfg)
     _seed_everything(cfg.seed)
-    s = prepare(cfg, device)  # every configuration / data error surfaces here, before anything is written
+    s = prepare(cfg, device, dataset)  # every configuration / data error surfaces here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    mark_dir(run_dir, "run")
     return _train(cfg, s, run_dir, resolved_yaml, resuming, quiet, callback)
+
+
+def _data_fingerprint(cfg: RunConfig, dataset) -> str:
+    """The dataset's content fingerprint, which must equal ``data.fingerprint`` when the config gives one."""
+    found = dataset.fingerprint
+    if cfg.data.fingerprint is not None and cfg.data.fingerprint != found:
+        raise ConfigError(f"data.fingerprint: {dataset.path} has content {found[:12]}, not the "
+                          f"{cfg.data.fingerprint[:12]} this run was configured with (the data changed)")
+    return found
 
 
 def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resuming: bool, quiet: bool,
@@ -220,7 +232,7 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
     counters = {"step": 0, "tokens": 0, "train_time_s": 0.0, "flops_measured": 0.0}
     schedule = EvalSchedule(s.eval_points)
     if resuming:
-        ck = ckpt_mod.load_checkpoint(ckpt_path, map_location="cpu")
+        ck = ckpt_mod.load_checkpoint(ckpt_path, map_location="cpu", resume=True)
         model.load_state_dict(ck["model_state"])
         opt.load_state_dict(ck["optimizer"])
         loader.load_state_dict(ck["loader"])
@@ -260,7 +272,7 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
             "model": s.spec, "model_state": model.state_dict(), "optimizer": opt.state_dict(),
             "loader": loader.state_dict(), "rng": {**ckpt_mod.rng_state(), "augment": aug_gen.get_state()},
             "counters": dict(counters, kappa=s.kappa, params=s.params), "dtype": cfg.dtype,
-            "config": cfg.model_dump(mode="json")})
+            "elements": list(model.trained_elements), "config": cfg.model_dump(mode="json")})
         train_mode(opt)
         schedule.consume(D)
         write_json_atomic(run_dir / "summary.json", _summary(cfg, s, counters, "running", None, record))
@@ -334,9 +346,11 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
     finally:
         if progress is not None:
             progress[0].stop()
-    rows = metrics.read()
+    # "final": the last evaluation with a finite loss, i.e. the weights in checkpoint.pt (metrics.jsonl
+    # keeps a diverged run's non-finite one, as the string "nan")
+    finite = [r for r in metrics.read() if isinstance(r["loss"], (int, float)) and math.isfinite(r["loss"])]
     write_json_atomic(run_dir / "summary.json",
-                      _summary(cfg, s, counters, status, reason, rows[-1] if rows else None))
+                      _summary(cfg, s, counters, status, reason, finite[-1] if finite else None))
     return run_dir
 
 
