@@ -98,7 +98,8 @@ def describe(path: str | Path, **reader_options) -> dict:
         numbers, offsets = np.asarray(ds.numbers), ds.offsets
         energy, forces = np.asarray(ds.energy), np.asarray(ds.forces)
         desc = {"path": str(p), "kind": "prepared", "format_version": ds.metadata["format_version"],
-                "source": ds.metadata.get("source")}
+                "source": ds.metadata.get("source"), "fingerprint": ds.fingerprint,
+                "fingerprint_recorded": "fingerprint" in ds.metadata}
         mol_ids = [m for m in ds.mol_ids if m]
         splits = {k: v for k, v in ds.metadata["splits"].items()}
         normalization = ds.metadata["normalization"]
@@ -170,6 +171,10 @@ def _info(args) -> int:
     if desc["force_component_rms_eV_per_A"] is not None:
         lines.append(f"  forces       rms {desc['force_component_rms_eV_per_A']:.4f} eV/Å   "
                      f"max |F| {desc['force_norm_max_eV_per_A']:.4f} eV/Å")
+    if desc.get("fingerprint"):
+        how = ("matches the record made when it was prepared" if desc["fingerprint_recorded"]
+               else "computed now: prepared before fingerprints were recorded")
+        lines.append(f"  fingerprint  sha256 {desc['fingerprint'][:16]}… ({how})")
     if "splits" in desc:
         sp = desc["splits"]
         lines.append(f"  splits       {sp['method']} (seed {sp['seed']}): " + ", ".join(
