@@ -142,3 +142,19 @@ def test_npz_with_object_arrays_and_non_utf8_names(tmp_path, capsys):
     assert "\\udcfe" in printed or "\\xfe" in printed
     code, printed, _ = _run(["data", "info", out, "--json"], capsys)
     assert code == 0 and '"structures": 4' in printed
+
+
+def test_generate_checks_its_output_before_labelling(tmp_path, monkeypatch):
+    import symscale.data.generate as gen
+    from symscale.errors import OutputError
+
+    def must_not_run(**kwargs):
+        raise AssertionError("labelling started before the output was checked")
+
+    monkeypatch.setattr(gen, "generate_structures", must_not_run)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    with pytest.raises(OutputError, match="not a directory symscale wrote"):
+        gen.generate(out, n_molecules=2, structures_per_molecule=2, overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep"

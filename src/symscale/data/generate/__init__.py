@@ -219,8 +219,10 @@ def generate(out_dir: str | Path, *, n_molecules: int, structures_per_molecule: 
         The path of the prepared dataset. Sampling settings and counts (single points, SCF failures,
         rejected geometries) are recorded under ``metadata["reader_options"]["generator"]``.
     """
+    from ...outputs import check_output_dir
     from .. import write_prepared
 
+    check_output_dir(out_dir, "prepared", overwrite=overwrite)  # before the (long) labelling
     result = generate_structures(n_molecules=n_molecules, structures_per_molecule=structures_per_molecule,
                                  temperatures=temperatures, workers=workers, seed=seed, smiles_file=smiles_file,
                                  selection=selection, progress=progress, **settings)
