@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all test-kernels venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The model and data tests again under a second kernel configuration (CI runs it after `make test`): AVX2
+# instead of AVX-512 kernels in torch (ATen, MKL, oneDNN), numpy and OpenBLAS, and two threads. A test that
+# only passes bit for bit on one CPU fails here. For x86-64 with AVX2 (without AVX-512: the usual kernels).
+KERNEL_ENV := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+	OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OMP_NUM_THREADS=2
+
+test-kernels: $(STAMP)
+	$(KERNEL_ENV) $(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider tests/models tests/data
 
 clean:
 	rm -rf runs build *.egg-info

@@ -280,15 +280,20 @@ class ModelSuite:
         assert jump < self.cutoff_jump_tol * max(1.0, abs(e[0]))
 
     def test_isolated_atoms_give_reference_energy(self):
+        """The isolated-atom reference is subtracted to rounding: it is computed in a batch of another shape
+        (one atom per element), so GEMM blocking and SIMD paths may differ from the structure's batch and
+        leave ~1e-15 of the O(1) normalised outputs. Not subtracting it would leave O(1) eV and eV/Å."""
         model = self.make()
         model.set_normalization(e0={6: -37.8, 8: -75.1, 11: -162.0}, energy_scale=2.0, force_scale=3.0)
         single = model(self.batch([Atoms("Na")]))
-        assert single["energy"].tolist() == [-162.0] and torch.all(single["forces"] == 0)
+        assert torch.allclose(single["energy"], torch.tensor([-162.0], dtype=F64), rtol=0, atol=1e-12)
+        assert single["forces"].abs().max() < 1e-10  # eV/Å, float64
         out = model(self.batch([Atoms("C"), far_pair(), Atoms("O", positions=[[1.0, 2.0, 3.0]])]))
         expected = torch.tensor([-37.8, -37.8 - 75.1, -75.1], dtype=F64)
-        print(f"isolated-atom error {(out['energy'] - expected).abs().max():.2e}")
+        print(f"isolated-atom error {(out['energy'] - expected).abs().max():.2e}"
+              f"  |F| {out['forces'].abs().max():.2e}")
         assert torch.allclose(out["energy"], expected, rtol=0, atol=1e-12)
-        assert torch.all(out["forces"] == 0)
+        assert out["forces"].abs().max() < 1e-10  # eV/Å, float64
 
     def test_parameter_count_increases_with_width(self):
         counts = [count_parameters(self.make(width=w)) for w in self.widths]
