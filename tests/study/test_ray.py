@@ -18,6 +18,7 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
+from symscale.errors import ConfigError  # noqa: E402
 from symscale.study.ray_backend import NODE_LOCAL_ENV, RayExecutor  # noqa: E402
 from symscale.study.schema import expand, parse_study  # noqa: E402
 from symscale.study.worker import read_rows  # noqa: E402
@@ -26,10 +27,10 @@ TINY = {"name": "tiny", "data": "embedded", "architectures": [{"family": "mpnn",
         "tokens": 3000, "batch_size": 8, "evaluation": {"points": 3}, "report": {"bootstrap": 0}}
 
 
-def make_jobs(study_dir: Path, **changes) -> list[dict]:
+def make_jobs(study_dir: Path, fingerprint: str | None = None, **changes) -> list[dict]:
     study = parse_study({**TINY, **changes})
     data = None if study.data.embedded else study.data.path
-    return [p.job() for p in expand(study, data, study_dir)]
+    return [p.job() for p in expand(study, data, study_dir, fingerprint=fingerprint)]
 
 
 class Recorder:
@@ -87,6 +88,26 @@ def test_run_study_on_a_private_instance(tmp_path):
             assert len(store.evals(r["id"])) == len(read_rows(Path(r["run_dir"]) / "metrics.jsonl")) >= 2
 
 
+def test_an_error_after_the_private_instance_started_shuts_it_down(tmp_path, capfd, monkeypatch):
+    """The store cannot be opened once Ray is up: one line, and Ray is down again."""
+    import symscale.study.driver as driver
+    from symscale.cli import main
+    from symscale.errors import ConfigError
+
+    def unusable_store(*args, **kwargs):
+        assert ray.is_initialized()  # the failure comes after the private instance started
+        raise ConfigError("study.db: the store cannot be opened")
+
+    monkeypatch.setattr(driver, "Store", unusable_store)
+    assert not ray.is_initialized()
+    study_file = tmp_path / "tiny.yaml"
+    study_file.write_text(yaml.safe_dump(TINY))
+    capfd.readouterr()
+    assert main(["study", str(study_file), "--backend", "ray", "--out", str(tmp_path / "study")]) == 2
+    assert not ray.is_initialized()
+    assert capfd.readouterr().err.splitlines() == ["symscale: error: study.db: the store cannot be opened"]
+
+
 @pytest.fixture(scope="class")
 def cluster():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -102,7 +123,7 @@ def cluster():
 class TestSharedInstance:
     def test_runs_complete_failures_are_outcomes_and_inflight_is_bounded(self, tmp_path):
         jobs = make_jobs(tmp_path / "study")
-        bad = make_jobs(tmp_path / "bad", data=str(tmp_path / "missing.xyz"))[:1]
+        bad = make_jobs(tmp_path / "bad", "0" * 64, data=str(tmp_path / "missing.xyz"))[:1]
         events = Recorder()
         RayExecutor(workers=2).run(bad + jobs, events)
         assert ray.is_initialized()  # an instance it did not start is left running
@@ -196,6 +217,21 @@ class TestSharedInstance:
         assert (json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists()
                 else {"status": "running"})["status"] == "running"
 
+    def test_connect_checks_the_cluster_and_leaves_a_foreign_connection_open(self, tmp_path):
+        jobs = make_jobs(tmp_path / "study")
+        with pytest.raises(ConfigError, match=r"^cpus_per_run: 4 CPUs per run but the Ray cluster has 2$"):
+            RayExecutor(cpus_per_run=4).connect(jobs)
+        with pytest.raises(ConfigError, match=r"^device: 'cuda' runs need a GPU but the Ray cluster has none$"):
+            RayExecutor().connect(make_jobs(tmp_path / "study", device="cuda"))
+        with pytest.raises(ConfigError, match=r"^dtype: bfloat16 needs CUDA, but runs with device 'auto' train"):
+            RayExecutor().connect(make_jobs(tmp_path / "study", device="auto", dtype="bfloat16"))
+        executor = RayExecutor()
+        executor.connect(jobs)
+        executor.connect(jobs)  # connected already: nothing to do
+        executor.close()
+        executor.close()
+        assert ray.is_initialized()  # the connection this process had before is left open
+
     @pytest.mark.slow  # ~18 s: two worker start-ups and a resumed run
     def test_worker_killed_after_a_checkpoint_is_retried_and_resumes(self, tmp_path):
         job = make_jobs(tmp_path / "study", tokens=6_000, evaluation={"points": 3})[0]
@@ -235,15 +271,21 @@ ray.shutdown()
 
 
 @pytest.mark.slow  # ~25 s: a second Ray instance in another process
-def test_connects_to_an_existing_cluster_and_leaves_it_running(tmp_path):
+def test_connects_to_an_existing_cluster_and_leaves_it_running(tmp_path, monkeypatch):
     import subprocess
     import sys
 
+    from symscale.study.ray_probe import probe_address
+
     assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # recent Ray starts a cluster with token authentication
     head = subprocess.Popen([sys.executable, "-c", HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         address = head.stdout.readline().strip()
         assert address, "the head process did not start Ray"
+        t0 = time.monotonic()
+        probe_address(address)  # a real GCS passes the probe, in about a second
+        assert time.monotonic() - t0 < 10
         job = make_jobs(tmp_path / "study")[0]
         events = Recorder()
         RayExecutor(address=address).run([job], events)

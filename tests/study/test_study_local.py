@@ -174,14 +174,14 @@ def test_failed_and_diverged_runs_are_recorded(tmp_path, capsys):
     path = write_study(tmp_path / "study.yaml", tmp_path / "study", architectures=[
         {"family": "mpnn", "widths": [4, 8]},
         {"family": "egnn", "widths": [4], "optimizer": {"diverge_grad_norm": 1e-9}},
-        {"family": "esen", "widths": [4], "options": {"lmax": 9}},
+        {"family": "esen", "widths": [4], "tokens": 10**9},  # more atoms than the data holds: the run fails
     ])
     assert main(["study", str(path), "--workers", "2"]) == 1
     captured = capsys.readouterr()
     with Store(tmp_path / "study") as store:
         runs = {r["grp"]: r for r in store.runs()}
     assert runs["egnn"]["status"] == "diverged" and "gradient norm" in runs["egnn"]["error"]
-    assert runs["esen"]["status"] == "failed" and "lmax" in runs["esen"]["error"]
+    assert runs["esen"]["status"] == "failed" and "tokens: 1000000000 exceeds" in runs["esen"]["error"]
     assert "\n" not in runs["esen"]["error"]
     assert "2 completed, 1 diverged, 1 failed" in captured.out
     assert (tmp_path / "study" / "report" / "report.html").is_file()  # the mpnn group is still reported

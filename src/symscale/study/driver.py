@@ -1,14 +1,20 @@
 """The study driver: ``symscale study STUDY.yaml`` from the YAML file to the report.
 
-1. validate the study file and resolve its data (generating it once into ``<study>/data`` if asked);
-2. expand it into runs with stable ids and register them in the store (``<study>/study.db``);
+1. check everything that can be checked before anything is created: the study file, the data (opened as the
+   runs will open it), every architecture's model options (each model built once), the run configurations,
+   and the executor (a Ray cluster is connected to, a private instance started). A failure here is one line
+   and leaves the file system as it was: no study directory, lock, store or ``study.yaml`` appears, and an
+   existing study directory is not touched;
+2. create the study directory, take the driver lock, generate the data into ``<study>/data`` if asked, and
+   register the runs (stable ids) in the store (``<study>/study.db``);
 3. run every run that is not finished on the chosen executor, recording evaluation points as they appear
    and each outcome when it ends (the driver is the store's only writer);
 4. fit the laws on the study's runs and write ``<study>/laws.json`` and ``<study>/report/report.html``.
 
 Running the same command again skips finished runs and resumes interrupted ones from their checkpoints;
 runs that failed or diverged are kept as they are unless ``retry_failed``. One driver at a time may work on
-a study directory (an exclusive lock on ``<study>/.driver.lock``).
+a study directory (an exclusive lock on ``<study>/.driver.lock``; a study that another driver is running is
+refused before step 1 does anything costly).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text
+from ..outputs import check_output_dir, mark_dir
 from ..errors import ConfigError, DataError, SymscaleError
 from .schema import StudyConfig, expand, load_study_config
 from .store import Store
@@ -44,54 +51,128 @@ class StudyResult:
         return 1 if bad or self.report_error else 0
 
 
-def resolve_data(cfg: StudyConfig, study_dir: Path, quiet: bool = False) -> str | None:
-    """The dataset path the runs read (``None`` = embedded); generated into ``<study>/data`` if needed."""
-    from ..data import open_dataset
-
+def data_path(cfg: StudyConfig, study_dir: Path) -> str | None:
+    """The dataset the runs read (``None`` = the embedded set; ``<study>/data`` when generated); reads nothing."""
     spec = cfg.data
     if spec.embedded:
-        path = None
-    elif spec.path is not None:
-        path = spec.path
-        if not Path(path).exists():
-            raise DataError(f"data.path: {path} does not exist")
-    else:
-        g = spec.generate
-        path = str(study_dir / "data")
-        if not (Path(path) / "metadata.json").is_file():
-            from ..data.generate import generate
+        return None
+    return spec.path if spec.path is not None else str(study_dir / "data")
 
-            if not quiet:
-                print(f"== generating data into {path} ({g.molecules} molecules x {g.per_molecule})", flush=True)
-            generate(path, n_molecules=g.molecules, structures_per_molecule=g.per_molecule,
-                     temperatures=tuple(g.temperatures), workers=g.workers, seed=g.seed, stride=g.stride,
-                     progress=not quiet and sys.stdout.isatty())
-    open_dataset(path)  # fail now, with the dataset's own one-line error, not in every run
-    return path
+
+_STAND_IN = "0" * 64  # a well-formed content fingerprint for checking run configs before the data exist
+
+
+def _to_generate(cfg: StudyConfig, study_dir: Path) -> bool:
+    return cfg.data.generate is not None and not (study_dir / "data" / "metadata.json").is_file()
+
+
+def check_data(cfg: StudyConfig, study_dir: Path, source: str = "study") -> tuple[str | None, str | None]:
+    """``(data_path(...), content fingerprint)`` after opening the dataset as the runs will: a missing path or a
+    file that is not a dataset is a one-line DataError. Data still to be generated have no fingerprint yet.
+    Creates nothing."""
+    path = data_path(cfg, study_dir)
+    if cfg.data.path is not None and not Path(path).exists():
+        raise DataError(f"{source}: data.path: {path} does not exist")
+    if _to_generate(cfg, study_dir):
+        return path, None
+    from ..data import open_dataset
+
+    return path, open_dataset(path).fingerprint
+
+
+def resolve_data(cfg: StudyConfig, study_dir: Path, quiet: bool = False) -> str | None:
+    """The dataset path (as :func:`check_data`), generating ``<study>/data`` first when the study asks for it
+    and it is not there yet."""
+    if _to_generate(cfg, study_dir):
+        from ..data.generate import generate
+
+        g, path = cfg.data.generate, str(study_dir / "data")
+        if not quiet:
+            print(f"== generating data into {path} ({g.molecules} molecules x {g.per_molecule})", flush=True)
+        generate(path, n_molecules=g.molecules, structures_per_molecule=g.per_molecule,
+                 temperatures=tuple(g.temperatures), workers=g.workers, seed=g.seed, stride=g.stride,
+                 progress=not quiet and sys.stdout.isatty())
+    return check_data(cfg, study_dir)[0]
+
+
+def check_models(cfg: StudyConfig, source: str = "study") -> None:
+    """Build each architecture's model as its runs will (options plus the data's cutoff): an unknown option or
+    a value the family rejects is a one-line ConfigError naming the entry. Every width is built on the meta
+    device (shapes only); a family that needs real tensors to construct is built at its smallest width."""
+    import torch
+
+    from ..models import build
+
+    for i, arch in enumerate(cfg.architectures):
+        options = {"cutoff": cfg.data.cutoff, **arch.options}
+        try:
+            for width in arch.widths:
+                try:
+                    with torch.device("meta"):
+                        build(arch.family, width, **options)
+                except SymscaleError:
+                    raise
+                except Exception:  # noqa: BLE001 - e.g. e3nn's rotation checks call .item(): build for real
+                    build(arch.family, arch.widths[0], **options)
+                    break
+        except SymscaleError as exc:
+            raise ConfigError(f"{source}: architectures.{i}.options: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            why = " ".join(str(exc).split())
+            raise ConfigError(f"{source}: architectures.{i}.options: model {arch.family!r}: {why}") from None
+
+
+def _report_data_change(store: Store, fingerprint: str, ids: list[str]) -> None:
+    """Say so when the study's data changed content since its last invocation: run ids follow the content,
+    so the runs trained on the old data are not reused (they stay in the store, outside this study's plan)."""
+    before = (store.meta("study") or {}).get("data_fingerprint")
+    if before is None or before == fingerprint:
+        return
+    stale = [r for r in store.runs() if r["id"] not in set(ids)]
+    print(f"warning: data: content changed since the last invocation of this study (fingerprint "
+              f"{before[:12]} -> {fingerprint[:12]}); {len(stale)} run(s) trained on the old data are kept in "
+              f"the store but left out of this study and its fits; their settings train again on the new data",
+              file=sys.stderr, flush=True)
 
 
 class _DriverLock:
+    """Exclusive ``flock`` on ``<study>/.driver.lock``, which then holds the driver's pid.
+
+    ``acquire(create=False)`` takes the lock only when the file exists, changing nothing (a study that another
+    driver runs is refused before anything costly); ``acquire()`` creates the file if needed and writes the pid.
+    """
+
     def __init__(self, study_dir: Path):
         self.path = study_dir / ".driver.lock"
+        self.fh = None
 
-    def __enter__(self):
-        self.fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    def acquire(self, create: bool = True) -> None:
+        if self.fh is None:
+            try:
+                fh = open(self.path, "a+" if create else "r+")
+            except OSError as exc:
+                if not create:
+                    return  # no lock file yet (or no directory): nothing to wait for
+                raise ConfigError(f"{self.path}: cannot create the driver lock ({exc.strerror or exc})") from None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                pid = fh.read().strip() or "?"
+                fh.close()
+                raise ConfigError(f"{self.path.parent}: another symscale study process (pid {pid}) is running "
+                                  f"this study") from None
+            self.fh = fh
+        if create:
             self.fh.seek(0)
-            pid = self.fh.read().strip() or "?"
-            self.fh.close()
-            raise ConfigError(f"{self.path.parent}: another symscale study process (pid {pid}) is running "
-                              f"this study") from None
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(str(os.getpid()))
-        self.fh.flush()
-        return self
+            self.fh.truncate()
+            self.fh.write(str(os.getpid()))
+            self.fh.flush()
 
-    def __exit__(self, *exc):
-        self.fh.close()
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
 
 
 class _Recorder:
@@ -167,25 +248,46 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
     from .display import Display
 
     cfg = load_study_config(study_file)
+    source = str(study_file)
     study_dir = Path(out) if out is not None else cfg.study_dir()
     if workers is not None and workers < 1:
         raise ConfigError("--workers: must be at least 1")
-    study_dir.mkdir(parents=True, exist_ok=True)
-    with _DriverLock(study_dir):
-        executor = make_executor(backend, workers, address, cfg.max_retries)
-        data_path = resolve_data(cfg, study_dir, quiet)
-        plan = expand(cfg, data_path, study_dir, source=str(study_file))
+    executor = make_executor(backend, workers, address, cfg.max_retries)
+    lock = _DriverLock(study_dir)
+    try:
+        # 1. checks: nothing is created (and an existing study directory is not touched) until they pass
+        lock.acquire(create=False)
+        check_output_dir(study_dir, "study", flag="out")  # a new, empty or symscale study directory only
+        executor.probe()  # a Ray address that does not answer, within seconds and before the slower checks
+        data, fingerprint = check_data(cfg, study_dir, source)
+        check_models(cfg, source)
+        # data still to be generated: the run configs are checked with a stand-in fingerprint, the ids come later
+        plan = expand(cfg, data, study_dir, source=source, fingerprint=fingerprint or _STAND_IN)
+        executor.connect([p.job() for p in plan])
+        # 2. the study directory, its lock, the data, the store
+        try:
+            study_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"out: cannot create the study directory {study_dir} ({exc.strerror or exc})") from None
+        mark_dir(study_dir, "study")
+        lock.acquire()
+        if fingerprint is None:
+            resolve_data(cfg, study_dir, quiet)
+            plan = expand(cfg, data, study_dir, source=source)
         ids = [p.id for p in plan]
         with Store(study_dir) as store:
+            _report_data_change(store, plan[0].config.data.fingerprint, ids)
             store.add_runs(plan)
             store.reset_interrupted()
             if retry_failed:
                 store.reset_failed(ids)
             store.set_meta("study", {"file": str(Path(study_file).resolve()), "name": cfg.name,
-                                     "config": cfg.model_dump(mode="json"), "run_ids": ids})
+                                     "config": cfg.model_dump(mode="json"), "run_ids": ids,
+                                     "data_fingerprint": plan[0].config.data.fingerprint})
             write_text(study_dir / "study.yaml", Path(study_file).read_text())
             status = {r["id"]: r["status"] for r in store.runs(ids)}
             todo = [p for p in plan if status[p.id] == "pending"]
+            # 3. the runs
             display = Display(plan, quiet=quiet)
             display.start(len(todo), backend)
             t0 = time.perf_counter()
@@ -203,6 +305,10 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
                     print(f"  {r['status']}: {r['id']}: {r['error']}", file=sys.stderr)
             store.set_meta("last_invocation", {"backend": backend, "ran": len(todo),
                                                 "seconds": time.perf_counter() - t0, "counts": counts})
+    finally:
+        executor.close()  # a private Ray instance is shut down on every way out, errors included
+        lock.release()
+    # 4. the laws and the report
     result = StudyResult(study_dir, len(plan), counts)
     if report:
         try:

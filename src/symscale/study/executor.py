@@ -1,8 +1,11 @@
 """Executors run a study's jobs; the driver listens to them through :class:`Events`.
 
 An executor calls the :class:`Events` methods from the driver's own thread only, so the driver, which alone
-writes the store, needs no locking. Two executors exist: :class:`LocalExecutor` (worker processes on this
-machine, the default) and :class:`symscale.study.ray_backend.RayExecutor`.
+writes the store, needs no locking. The driver calls :meth:`Executor.probe` and :meth:`Executor.connect`
+before it creates anything in the study directory, so a cluster that does not answer, or runs that could never
+train there, fail the study at once and leave nothing behind, and :meth:`Executor.close` on every way out.
+Two executors exist: :class:`LocalExecutor` (worker processes on this machine, the default) and
+:class:`symscale.study.ray_backend.RayExecutor`.
 
 A job is ``PlannedRun.job()``; an outcome is what :func:`symscale.study.worker.execute` returns.
 """
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import ConfigError
 from .worker import OUTCOME_NAME, read_json, read_rows
 
 POLL_S = 0.5
@@ -34,8 +38,29 @@ class Events(Protocol):
 
 
 class Executor(Protocol):
+    def probe(self) -> None:
+        """Quick checks that start nothing (a cluster address answers); one-line ConfigError otherwise."""
+
+    def connect(self, jobs: list[dict]) -> None:
+        """Get ready to run ``jobs`` (start or join a cluster); one-line ConfigError when they never could."""
+
     def run(self, jobs: list[dict], events: Events) -> None:
         """Run every job, at most the executor's parallelism at a time, reporting through ``events``."""
+
+    def close(self) -> None:
+        """Release what :meth:`connect` started; safe to call at any time, more than once."""
+
+
+def check_devices(jobs: list[dict], *, gpu: bool, auto_gpu: bool, where: str) -> None:
+    """ConfigError when a job could never train ``where``: ``device: cuda`` without a GPU (``gpu``), or
+    ``dtype: bfloat16`` on the CPU (its autocast needs CUDA); ``auto_gpu``: ``device: auto`` gets a GPU."""
+    for job in jobs:
+        device, dtype = job["config"].get("device"), job["config"].get("dtype")
+        if device == "cuda" and not gpu:
+            raise ConfigError(f"device: 'cuda' runs need a GPU but {where} has none")
+        if dtype == "bfloat16" and (device == "cpu" or (device == "auto" and not auto_gpu)):
+            raise ConfigError(f"dtype: bfloat16 needs CUDA, but runs with device {device!r} train on the CPU on "
+                              f"{where}")
 
 
 def died_outcome(job: dict, reason: str, wall_s: float) -> dict:
@@ -60,6 +85,22 @@ class LocalExecutor:
             raise ValueError("workers must be >= 1")
         self.workers = int(workers)
         self.max_retries = int(max_retries)
+
+    def probe(self) -> None:
+        """Nothing to probe: the workers are processes on this machine."""
+
+    def connect(self, jobs: list[dict]) -> None:
+        """Nothing to start; ConfigError when this machine could never train one of ``jobs``."""
+        if any(j["config"].get("device") in ("cuda", "auto") for j in jobs):
+            import torch
+
+            gpu = torch.cuda.is_available()
+        else:
+            gpu = False
+        check_devices(jobs, gpu=gpu, auto_gpu=gpu, where="this machine")
+
+    def close(self) -> None:
+        """Nothing to release: each :meth:`run` ends its worker processes itself."""
 
     def run(self, jobs: list[dict], events: Events) -> None:
         from .worker import process_main

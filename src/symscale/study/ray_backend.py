@@ -14,14 +14,19 @@ into the run directory atomically before it reports the job finished. A run that
 run directory on the driver (an interrupted study being resumed) sends them with the task, so a node-local
 run resumes from its checkpoint too.
 
-Ray is an optional dependency (``pip install 'symscale[ray]'``); it is imported only when an executor runs.
+Connecting. :meth:`RayExecutor.probe` checks within seconds, starting nothing, that a Ray cluster answers at
+``address`` (:mod:`symscale.study.ray_probe`); :meth:`RayExecutor.connect` joins it (or starts the private
+instance) and checks that its resources can run the jobs; :meth:`RayExecutor.close` disconnects (or shuts the
+private instance down). The driver does all three around the study, so a cluster that is not there fails the
+study before anything is created, and :meth:`RayExecutor.run` alone also connects and closes by itself.
+
+Ray is an optional dependency (``pip install 'symscale[ray]'``); it is imported only when an executor is used.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import tempfile
 import time
 import warnings
@@ -31,7 +36,8 @@ import yaml
 
 from ..atomic import atomic_path
 from ..errors import ConfigError
-from .executor import POLL_S, Events, died_outcome
+from .executor import POLL_S, Events, check_devices, died_outcome
+from .ray_probe import probe_address
 
 #: The files of a run directory that travel back from a node-local run (the summary is written last).
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.yaml", "error.log", "summary.json")
@@ -111,17 +117,12 @@ def _seed_files(job: dict) -> dict[str, bytes]:
     return {name: (run_dir / name).read_bytes() for name in RUN_FILES if (run_dir / name).is_file()}
 
 
-def _probe(address: str, timeout: float = 5.0) -> None:
-    """Fail fast (ConfigError) when ``host:port`` / ``ray://host:port`` does not accept connections; Ray
-    itself keeps retrying an unreachable GCS for minutes. ``auto`` and other forms are left to Ray."""
-    rest = address[len("ray://"):] if address.startswith("ray://") else address
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        return
+def _import_ray():
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ConfigError(f"address: no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+        import ray
+    except ImportError:
+        raise ConfigError("backend: ray is not installed (pip install 'symscale[ray]')") from None
+    return ray
 
 
 class RayExecutor:
@@ -162,14 +163,47 @@ class RayExecutor:
             node_local = os.environ.get(NODE_LOCAL_ENV, "").strip().lower() in ("1", "true", "yes")
         self.node_local = bool(node_local)
         self.object_store_memory = object_store_memory
+        self._ray = None  # the ray module while connected (see connect / close)
+        self._owned = False  # whether connect initialised Ray (and close shuts it down)
+        self._probed = False
 
     # ------------------------------------------------------------------ connection
-    def _connect(self):
-        """Initialise Ray; return ``(ray module, whether this call initialised it)``."""
+    def probe(self) -> None:
+        """Within seconds, a one-line ConfigError unless a Ray cluster answers at ``address`` (see
+        :func:`~symscale.study.ray_probe.probe_address`); starts nothing. :meth:`connect` probes as well."""
+        if self.address is not None and not self._probed:
+            _import_ray()
+            probe_address(self.address)
+            self._probed = True
+
+    def connect(self, jobs: list[dict] = ()) -> None:
+        """Join the cluster at ``address`` (or start the private instance) and check that it can run ``jobs``.
+
+        Does nothing when already connected. On any failure (no Ray cluster at the address, too few CPUs,
+        ``cuda`` runs and no GPU) whatever this call started is shut down again before the one-line
+        ConfigError propagates. :meth:`close` undoes a successful call.
+        """
+        if self._ray is not None:
+            return
+        ray, owned = self._init()
         try:
-            import ray
-        except ImportError:
-            raise ConfigError("backend: ray is not installed (pip install 'symscale[ray]')") from None
+            self._limit(ray, list(jobs))
+        except BaseException:
+            if owned:
+                ray.shutdown()
+            raise
+        self._ray, self._owned = ray, owned
+
+    def close(self) -> None:
+        """Shut the private instance down, or disconnect from the cluster :meth:`connect` joined (never stopping
+        it); a Ray connection that existed before :meth:`connect` is left open. Safe to call at any time."""
+        ray, self._ray = self._ray, None
+        if ray is not None and self._owned:
+            ray.shutdown()
+
+    def _init(self):
+        """Initialise Ray; return ``(ray module, whether this call initialised it)``."""
+        ray = _import_ray()
         if ray.is_initialized():
             return ray, False
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -179,14 +213,21 @@ class RayExecutor:
             opts.update(num_cpus=max(cpus, self.cpus_per_run), include_dashboard=False)
             if self.object_store_memory:
                 opts["object_store_memory"] = int(self.object_store_memory)
+            # a private instance lives and dies with this study: Ray's notice that it enabled token
+            # authentication (and how to opt out) would be the one line on stderr of every such study
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         else:
-            _probe(self.address)
+            self.probe()
             opts["address"] = self.address
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # Ray's notice about GPU env var overrides
                 ray.init(**opts)
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C included: nothing half started is left behind
+            if ray.is_initialized():
+                ray.shutdown()
+            if not isinstance(exc, Exception):
+                raise
             where = f"address: cannot connect to the Ray cluster at {self.address}" if self.address else \
                 "backend: cannot start a local Ray instance"
             raise ConfigError(f"{where} ({_one_line(exc, 200)})") from None
@@ -198,21 +239,23 @@ class RayExecutor:
         cpus = int(res.get("CPU", 0))
         if cpus < self.cpus_per_run:
             raise ConfigError(f"cpus_per_run: {self.cpus_per_run} CPUs per run but the Ray cluster has {cpus}")
-        if any(j["config"].get("device") == "cuda" for j in jobs) and res.get("GPU", 0) < 1:
-            raise ConfigError("device: 'cuda' runs need a GPU but the Ray cluster has none")
+        # a run without ``device: cuda`` requests no GPU, so ``auto`` trains on the CPU under Ray
+        check_devices(jobs, gpu=res.get("GPU", 0) >= 1, auto_gpu=False, where="the Ray cluster")
         return self.workers or max(1, cpus // self.cpus_per_run)
 
     # ------------------------------------------------------------------ running
     def run(self, jobs: list[dict], events: Events) -> None:
         """Run every job, at most the executor's parallelism at a time, reporting through ``events``.
 
-        Ctrl-C or any exception (an ``events`` callback included) cancels the outstanding tasks (their
-        worker processes are killed; re-running the study resumes from the checkpoints), shuts down a
-        private instance and propagates.
+        Connects first unless :meth:`connect` was called, and then closes at the end. Ctrl-C or any exception
+        (an ``events`` callback included) cancels the outstanding tasks (their worker processes are killed;
+        re-running the study resumes from the checkpoints) and propagates.
         """
         if not jobs:
             return
-        ray, owned = self._connect()
+        here = self._ray is None
+        self.connect(jobs)
+        ray = self._ray
         inflight: dict = {}  # ObjectRef -> (job, submit time, seed ObjectRef | None)
         try:
             limit = self._limit(ray, jobs)
@@ -239,8 +282,8 @@ class RayExecutor:
             raise
         finally:
             inflight.clear()
-            if owned:
-                ray.shutdown()
+            if here:
+                self.close()
 
     def _submit(self, ray, remote, job: dict):
         gpus = 1 if job["config"].get("device") == "cuda" else 0
