@@ -7,7 +7,8 @@ Typical use::
     results = laws.analyse(groups, n_boot=1000)     # {group: GroupAnalysis}
     doc = laws.to_json(results)                     # {"groups": {name: {...}}} (public keys, docs/laws.md)
 
-Modules: :mod:`.io` (inputs), :mod:`.frontier`, :mod:`.sumlaw`, :mod:`.allocation`, :mod:`.bootstrap`,
+Modules: :mod:`.io` (inputs) and :mod:`.rows` (their validation), :mod:`.frontier`, :mod:`.sumlaw`,
+:mod:`.allocation`, :mod:`.bootstrap`, :mod:`.checks` (what is identified, warnings), :mod:`.solvers`,
 :mod:`.plots`, :mod:`.report`, :mod:`.cli`.
 """
 

@@ -22,7 +22,7 @@ def exponents(alpha: np.ndarray, beta: np.ndarray) -> dict[str, np.ndarray]:
 
 def coefficient(A: np.ndarray, B: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """G = (αA/(βB))^(1/(α+β)); NaN where A or B is 0 (a vanished term has no optimum)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # overflow: inf, reported as null
         g = np.power(alpha * A / (beta * B), 1.0 / (alpha + beta))
     return np.where((A > 0) & (B > 0), g, np.nan)
 
@@ -31,7 +31,8 @@ def optimal_n(C: np.ndarray, kappa: float, A, B, alpha, beta) -> np.ndarray:
     """N*(C) for budgets ``C`` (m,) and parameters (B,): returns (B, m)."""
     A, B, alpha, beta = (np.atleast_1d(np.asarray(v, dtype=float))[:, None] for v in (A, B, alpha, beta))
     K = np.asarray(C, dtype=float)[None, :] / (3.0 * kappa)
-    return coefficient(A, B, alpha, beta) * np.power(K, beta / (alpha + beta))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return coefficient(A, B, alpha, beta) * np.power(K, beta / (alpha + beta))
 
 
 def optimal_d(C: np.ndarray, kappa: float, A, B, alpha, beta) -> np.ndarray:

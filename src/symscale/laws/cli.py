@@ -137,9 +137,9 @@ def cmd_report(args) -> int:
     src = Path(args.input)
     if src.is_dir() and (src / "fit.json").is_file() and not find_runs(src):
         try:
-            doc = json.loads((src / "fit.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{src / 'fit.json'}: invalid JSON ({exc.msg})") from None
+            doc = json.loads((src / "fit.json").read_text(encoding="utf-8"))
+        except ValueError as exc:   # invalid JSON, or not UTF-8 text
+            raise DataError(f"{src / 'fit.json'}: invalid JSON ({getattr(exc, 'msg', 'not UTF-8 text')})") from None
         out = _laws_dir(Path(args.out) if args.out else src, "--out")
         out.mkdir(parents=True, exist_ok=True)
         mark_dir(out, "laws")

@@ -11,7 +11,9 @@ Model choice uses the small-sample Akaike criterion on the corners (Gaussian log
 counted with σ): the free law is selected only when it lowers AICc by more than 2, i.e. when the data give
 clear support for a floor (Burnham & Anderson's rule; below 2 both are plausible and the simpler one is kept).
 The held-out back-test errors of both laws are reported next to it. Every function is batched over B
-replicates: a (B, n) weight matrix marks which checkpoints each replicate contains.
+replicates: a (B, n) weight matrix marks which checkpoints each replicate contains. Bootstrap replicates
+(:func:`fit_replicates`) only look at the corners of each run's own envelope (:func:`run_corners`; exact)
+and are processed in blocks, so no (replicates × all checkpoints) array is built.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .solvers import nnls_small, refine
+from .solvers import CHUNK, nnls_small, power_of_two_scale, refine
 
 GAMMA_GRID = np.linspace(0.005, 2.0, 48)
 AICC_MARGIN = 2.0
@@ -106,14 +108,24 @@ def _free_model(s: np.ndarray):
     return model
 
 
-def fit_free(x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> FrontierFit:
-    """L = L∞ + F·x^(−γ), L∞, F ≥ 0, least squares on log residuals; shapes as in :func:`fit_fixed`."""
+def fit_free(x: np.ndarray, loss: np.ndarray, weights: np.ndarray, x0: float | None = None) -> FrontierFit:
+    """L = L∞ + F·x^(−γ), L∞, F ≥ 0, least squares on log residuals; shapes as in :func:`fit_fixed`.
+
+    ``x0`` scales the budgets internally (x/x0; default: the geometric mean of ``x``); any value gives the
+    same optimum up to rounding. Points with weight 0 in every replicate are dropped before fitting.
+    """
     x = np.broadcast_to(x, weights.shape)
     loss = np.broadcast_to(loss, weights.shape)
-    x0 = np.exp(np.mean(np.log(x)))
+    if x0 is None:
+        x0 = np.exp(np.mean(np.log(x)))
+    floor_f = 1e-12 * loss.max()   # smallest starting F (taken before unused points are dropped)
+    used = np.any(weights > 0, axis=0)
+    if not used.all():
+        x, loss, weights = x[:, used], loss[:, used], weights[:, used]
     s = np.log(x / x0)
     e = np.exp(-GAMMA_GRID[None, None, :] * s[:, :, None])           # (B, n, G)
-    omega = weights / loss ** 2                                       # relative residuals ≈ log residuals
+    # relative residuals ≈ log residuals; weights scaled by 2^(-2k) exactly (see solvers.power_of_two_scale)
+    omega = weights / (loss ** 2 * power_of_two_scale(loss) ** -2)
     oy = omega * loss
     G = np.empty((weights.shape[0], GAMMA_GRID.size, 2, 2))
     G[..., 0, 0] = omega.sum(1)[:, None]
@@ -125,7 +137,7 @@ def fit_free(x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> FrontierFi
     best = np.argmin(obj, axis=1)
     rows = np.arange(weights.shape[0])
     theta0 = np.column_stack([coef[rows, best, 0], coef[rows, best, 1], GAMMA_GRID[best]])
-    theta0[:, 1] = np.maximum(theta0[:, 1], 1e-12 * loss.max())
+    theta0[:, 1] = np.maximum(theta0[:, 1], floor_f)
     lower = np.array([0.0, 0.0, 1e-4])
     upper = np.array([np.inf, np.inf, 5.0])
     theta, obj = refine(_free_model(s), theta0, weights, np.log(loss), lower, upper, None)
@@ -138,6 +150,51 @@ def compact(x: np.ndarray, loss: np.ndarray, mask: np.ndarray) -> tuple[np.ndarr
     m = max(int(mask.sum(1).max()), 1)
     order = np.argsort(~mask, axis=1, kind="stable")[:, :m]
     return x[order], loss[order], np.take_along_axis(mask, order, axis=1).astype(float)
+
+
+def run_corners(x: np.ndarray, loss: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Ascending indices of the points that are corners of their own run's envelope.
+
+    Only these can be corners of an envelope over whole runs: a point beaten within its run (by a point
+    of that run with smaller or equal budget and lower or equal loss, earlier in the (x, loss) order) is
+    beaten whenever its run is included. Envelopes of replicates computed on these points alone are
+    therefore identical to envelopes over all points.
+    """
+    keep = np.zeros(x.size, dtype=bool)
+    order = np.argsort(run, kind="stable")
+    bounds = np.flatnonzero(np.diff(run[order])) + 1
+    for idx in np.split(order, bounds):
+        keep[idx[envelope_mask(x[idx], loss[idx])[0]]] = True
+    return np.flatnonzero(keep)
+
+
+def concat(fits: list[FrontierFit]) -> FrontierFit:
+    """One FrontierFit holding the replicates of ``fits`` in order (same law)."""
+    return FrontierFit(**{k: np.concatenate([getattr(f, k) for f in fits])
+                          for k in ("gamma", "F", "L_inf", "rss", "n")}, k=fits[0].k)
+
+
+def fit_replicates(x: np.ndarray, loss: np.ndarray, run: np.ndarray, counts: np.ndarray,
+                   x0: float) -> tuple[FrontierFit, FrontierFit]:
+    """Both laws fitted to the envelope of every replicate; replicate b contains run r ``counts[b, r]`` times.
+
+    Corners count once whatever the multiplicity of their run. Work is done on the candidate corners of
+    :func:`run_corners` and on blocks of replicates of at most :data:`~.solvers.CHUNK` values per array, so
+    memory does not grow with replicates × points.
+    """
+    cand = run_corners(x, loss, run)
+    xc, lc, rc = x[cand], loss[cand], run[cand]
+    fixed, free = [], []
+    step = max(1, CHUNK // max(cand.size, 1))
+    for lo in range(0, counts.shape[0], step):
+        mask = envelope_mask(xc, lc, counts[lo:lo + step][:, rc] > 0)
+        bx, bl, bw = compact(xc, lc, mask)
+        sub = max(1, CHUNK // (bx.shape[1] * GAMMA_GRID.size))
+        for j in range(0, bx.shape[0], sub):
+            part = slice(j, j + sub)
+            fixed.append(fit_fixed(bx[part], bl[part], bw[part]))
+            free.append(fit_free(bx[part], bl[part], bw[part], x0=x0))
+    return concat(fixed), concat(free)
 
 
 def select(fixed: FrontierFit, free: FrontierFit) -> np.ndarray:

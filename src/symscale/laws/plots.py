@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocato
 from ..atomic import atomic_path
 from . import allocation
 from .frontier import frontier_points
-from .bootstrap import FrontierResult, GroupAnalysis
+from .bootstrap import FrontierResult, GroupAnalysis, boot_samples
 
 COLORS = ["#1b6ca8", "#d1495b", "#2a9d8f", "#e9a03b", "#6a4c93", "#5c5c5c", "#8ab17d", "#b56576"]
 
@@ -83,15 +83,25 @@ def _band(boot, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return np.nanpercentile(pred, 2.5, axis=0), np.nanpercentile(pred, 97.5, axis=0)
 
 
-def _frontier_panel(ax, fr: FrontierResult, color: str, label: str) -> None:
+def _missing(r: GroupAnalysis) -> dict[str, str]:
+    """Keys of the quantities that the data of ``r`` do not identify (see :mod:`.checks`)."""
+    return r.ident.missing if r.ident is not None else {}
+
+
+def _frontier_panel(ax, fr: FrontierResult, color: str, label: str, missing: dict, prefix: str) -> None:
+    """Checkpoints, corners and the fitted laws that are identified (a law with too few corners is not drawn)."""
     x, loss = fr.x, fr.loss
     ax.scatter(x, loss, s=4, color=color, alpha=0.15, linewidths=0)
     fx, fy = frontier_points(x, loss)
     ax.plot(fx, fy, "o", ms=3, color=color)
     grid = np.geomspace(x.min(), x.max(), 120)
+    if f"{prefix}.fixed" in missing:
+        ax.plot([], [], "o", ms=3, color=color, label=f"{label}: γ not identified")
+        return
     g = fr.fixed.gamma[0]
     ax.plot(grid, fr.fixed.predict(grid)[0], color=color, lw=1.6, label=f"{label}: γ={g:.3f}")
-    ax.plot(grid, fr.free.predict(grid)[0], color=color, lw=1.0, ls="--")
+    if f"{prefix}.free" not in missing:
+        ax.plot(grid, fr.free.predict(grid)[0], color=color, lw=1.0, ls="--")
     band = _band(fr.boot_fixed, grid)
     if band is not None:
         ax.fill_between(grid, band[0], band[1], color=color, alpha=0.2, lw=0)
@@ -103,9 +113,9 @@ def plot_frontiers(results: dict[str, GroupAnalysis], out_dir: Path) -> list[Pat
     axes = fig.subplots(1, 2 if has_h else 1, squeeze=False)[0]
     for i, (name, r) in enumerate(results.items()):
         color = COLORS[i % len(COLORS)]
-        _frontier_panel(axes[0], r.front_c, color, name)
+        _frontier_panel(axes[0], r.front_c, color, name, _missing(r), "frontier_c")
         if has_h and r.front_h is not None:
-            _frontier_panel(axes[1], r.front_h, color, name)
+            _frontier_panel(axes[1], r.front_h, color, name, _missing(r), "frontier_h")
     axes[0].set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="loss",
                 title="Compute frontier (solid: L∞=0 fit ± 95% band; dashed: free L∞)")
     if has_h:
@@ -134,8 +144,9 @@ def plot_curves(r: GroupAnalysis, out_dir: Path) -> list[Path]:
         m = d.run == i
         order = np.argsort(d.C[m])
         ax.plot(d.C[m][order], d.loss[m][order], color=colors[i], lw=1.2, label=f"N={n_run[i]:.3g}")
-    grid = np.geomspace(d.C.min(), d.C.max(), 120)
-    ax.plot(grid, r.front_c.fixed.predict(grid)[0], "k--", lw=1.4, label="frontier fit")
+    if "frontier_c.fixed" not in _missing(r):
+        grid = np.geomspace(d.C.min(), d.C.max(), 120)
+        ax.plot(grid, r.front_c.fixed.predict(grid)[0], "k--", lw=1.4, label="frontier fit")
     ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="loss", title=f"{d.name}: learning curves")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(True, which="major", alpha=0.3)
@@ -143,23 +154,33 @@ def plot_curves(r: GroupAnalysis, out_dir: Path) -> list[Path]:
 
 
 def plot_sumlaw(r: GroupAnalysis, out_dir: Path) -> list[Path]:
+    """L(N, D) against the data and the log residuals; only the data when the sum law is not fitted."""
     fig = Figure(figsize=(11, 4.5))
     ax, axr = fig.subplots(1, 2)
     colors, _ = _run_colors(r)
     d = r.data
-    pred = r.fit.predict(d.N, d.D)[0]
+    fitted = r.ident is None or r.ident.sumlaw_fitted
+    pred = r.fit.predict(d.N, d.D)[0] if fitted else None
     for i in range(d.n_runs):
         m = d.run == i
         order = np.argsort(d.D[m])
         ax.plot(d.D[m][order], d.loss[m][order], "o", ms=2.5, color=colors[i])
-        dd = np.geomspace(d.D[m].min(), d.D[m].max(), 60)
-        ax.plot(dd, r.fit.predict(np.full_like(dd, np.median(d.N[m])), dd)[0], color=colors[i], lw=1.2)
-        axr.plot(d.D[m], np.log(d.loss[m] / pred[m]), "o", ms=2.5, color=colors[i])
+        if fitted:
+            dd = np.geomspace(d.D[m].min(), d.D[m].max(), 60)
+            ax.plot(dd, r.fit.predict(np.full_like(dd, np.median(d.N[m])), dd)[0], color=colors[i], lw=1.2)
+            axr.plot(d.D[m], np.log(d.loss[m] / pred[m]), "o", ms=2.5, color=colors[i])
     p = r.fit.row()
-    ax.set(xscale="log", yscale="log", xlabel="tokens D (atoms)", ylabel="loss",
-           title=f"{d.name}: L = {p['L_inf']:.3g} + {p['A']:.3g}·N^-{p['alpha']:.3f} + {p['B']:.3g}·D^-{p['beta']:.3f}")
+    if fitted:
+        unknown = [k for k in ("alpha", "beta", "L_inf") if k in _missing(r)]
+        title = (f"{d.name}: L = {p['L_inf']:.3g} + {p['A']:.3g}·N^-{p['alpha']:.3f} + "
+                 f"{p['B']:.3g}·D^-{p['beta']:.3f}" + (f" ({', '.join(unknown)} not identified)" if unknown else ""))
+    else:
+        title = f"{d.name}: sum law not fitted (too few distinct points)"
+    ax.set(xscale="log", yscale="log", xlabel="tokens D (atoms)", ylabel="loss", title=title)
     axr.axhline(0.0, color="k", lw=0.8)
     axr.set(xscale="log", xlabel="tokens D (atoms)", ylabel="log(observed / fit)", title="residuals")
+    if not fitted:
+        axr.set_xlim(d.D.min() * 0.9, d.D.max() * 1.1)
     for a in (ax, axr):
         a.grid(True, which="major", alpha=0.3)
     return _save(fig, out_dir, f"sumlaw_{safe_name(d.name)}")
@@ -173,17 +194,18 @@ def plot_allocation(results: dict[str, GroupAnalysis], out_dir: Path) -> list[Pa
         color = COLORS[i % len(COLORS)]
         f, b, k = r.fit, r.boot, r.data.kappa
         grid = np.geomspace(r.data.C.min(), r.data.C.max() * 100, 100)
-        if not (f.A > 0 and f.B > 0):  # a vanished term has no compute-optimal trade-off
+        if not (f.A > 0 and f.B > 0) or "G" in _missing(r):  # a vanished or unidentified term: no optimum
             undefined.append(name)
             continue
         for ax, fn in ((axn, allocation.optimal_n), (axd, allocation.optimal_d)):
             ax.plot(grid, fn(grid, k, f.A, f.B, f.alpha, f.beta)[0], color=color, label=name)
             if b is not None and b.alpha.size > 1:
-                reps = fn(grid, k, b.A, b.B, b.alpha, b.beta)
+                s = boot_samples(r)      # replicates whose runs do not identify a parameter are NaN
+                reps = fn(grid, k, s["A"], s["B"], s["alpha"], s["beta"])
                 ax.fill_between(grid, np.nanpercentile(reps, 2.5, axis=0), np.nanpercentile(reps, 97.5, axis=0),
                                 color=color, alpha=0.2, lw=0)
     if undefined:
-        note = "no optimum (A or B = 0): " + ", ".join(undefined)
+        note = "no optimum (A or B = 0, or not identified): " + ", ".join(undefined)
         for ax in (axn, axd):
             ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=8, color="0.3")
     if len(undefined) == len(results):

@@ -35,18 +35,28 @@ def _inside(x: float, q: dict | None) -> bool | None:
     return q["ci_low"] <= x <= q["ci_high"]
 
 
+def _value(q: dict | None) -> float | None:
+    return q.get("value") if q else None
+
+
 def consistency(g: dict) -> list[tuple[str, str, str]]:
-    """(check, figures, verdict) rows for one group."""
+    """(check, figures, verdict) rows for one group; a check on a quantity that is not identified says so."""
     rows = []
     gc, gd = g.get("gamma_c"), g.get("gamma_c_derived")
     if gc and gd:
-        overlap = (None if None in (gc.get("ci_low"), gd.get("ci_low"))
-                   else gc["ci_low"] <= gd["ci_high"] and gd["ci_low"] <= gc["ci_high"])
-        rows.append(("γ_c ≈ αβ/(α+β)", f"{gc['value']:.4g} vs {gd['value']:.4g}",
-                     {True: "consistent (CIs overlap)", False: "inconsistent (CIs disjoint)",
-                      None: "no CI"}[overlap]))
+        if _value(gc) is None or _value(gd) is None:
+            rows.append(("γ_c ≈ αβ/(α+β)", "–", "not identified"))
+        else:
+            overlap = (None if None in (gc.get("ci_low"), gd.get("ci_low"))
+                       else gc["ci_low"] <= gd["ci_high"] and gd["ci_low"] <= gc["ci_high"])
+            rows.append(("γ_c ≈ αβ/(α+β)", f"{gc['value']:.4g} vs {gd['value']:.4g}",
+                         {True: "consistent (CIs overlap)", False: "inconsistent (CIs disjoint)",
+                          None: "no CI"}[overlap]))
     a, b = g.get("a"), g.get("b")
     if a and b:
+        if _value(a) is None or _value(b) is None:
+            rows.append(("a + b = 1", "–", "not identified"))
+            return rows
         rows.append(("a + b = 1", f"{a['value'] + b['value']:.6f}",
                      "holds" if abs(a["value"] + b["value"] - 1) < 1e-9 else "violated"))
         inside = _inside(0.5, a)

@@ -10,6 +10,8 @@ Two pieces, both vectorised over a leading batch axis (grid points and/or bootst
   Huber part. It monotonically decreases each replicate's objective (steps are only accepted on decrease).
 
 :func:`huber` is the objective both use, so scipy's L-BFGS-B and :func:`refine` minimise the same thing.
+:data:`CHUNK` bounds the size of the temporary arrays of batched work; :func:`power_of_two_scale` keeps
+least-squares weights of very small or very large losses in range without changing any result.
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ import numpy as np
 ModelFn = Callable[..., "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 _TINY = 1e-300
+
+#: Largest number of (candidate or replicate, point) pairs evaluated at once: bounds every temporary array
+#: (1 MiB of float64 each; one replicate at least), so memory stays a constant per checkpoint whatever
+#: the replicate count. Blocks this small also stay in cache and are reused by the allocator.
+CHUNK = 1 << 17
+
+
+def power_of_two_scale(values: np.ndarray) -> float:
+    """2^k nearest to the geometric mean of ``values`` (> 0).
+
+    Least-squares weights 1/L² are multiplied by 2^(−2k): exactly, since scaling by a power of two is
+    exact in floating point, so the NNLS solutions do not change by a single bit, while normal equations
+    built from very small or very large losses (down to 1e-30, up to 1e30) stay far from overflow.
+    """
+    return float(2.0 ** np.round(np.mean(np.log2(values))))
 
 
 def huber(r: np.ndarray, delta: float | None) -> np.ndarray:
@@ -111,7 +128,9 @@ def refine(model: ModelFn, theta0: np.ndarray, w: np.ndarray, logy: np.ndarray, 
     Args:
         model: ``model(theta (b, p), jac=True, rows=idx) -> (pred (b, n), dpred/dtheta (b, n, p))``, and
             with ``jac=False`` only ``pred``; ``rows`` (b,) says which replicates ``theta`` belongs to (for
-            models whose abscissae differ per replicate). Predictions must be > 0.
+            models whose abscissae differ per replicate). Predictions must be > 0. Instead of the Jacobian
+            a model may return a function ``normal(g (b, n), t (b, n)) -> (Σ g·J (b, p), Σ t·J Jᵀ (b, p, p))``
+            that forms the gradient and Gauss-Newton matrix without building J.
         theta0: (B, p) starting points (projected onto the bounds).
         w: (B, n) non-negative point weights (bootstrap multiplicities).
         logy: (n,) or (B, n) log of the observed values.
@@ -142,8 +161,11 @@ def refine(model: ModelFn, theta0: np.ndarray, w: np.ndarray, logy: np.ndarray, 
         else:                                           # IRLS weight psi(r)/r of the Huber loss
             with np.errstate(divide="ignore"):
                 q = np.minimum(1.0, delta / np.abs(r))
-        grad = np.matmul((ww * psi / pr)[:, None, :], dp)[:, 0]
-        hess = np.matmul(dp.transpose(0, 2, 1), dp * (ww * q / (pr * pr))[..., None])
+        if callable(dp):                                # the model forms the normal equations itself
+            grad, hess = dp(ww * psi / pr, ww * q / (pr * pr))
+        else:
+            grad = np.matmul((ww * psi / pr)[:, None, :], dp)[:, 0]
+            hess = np.matmul(dp.transpose(0, 2, 1), dp * (ww * q / (pr * pr))[..., None])
         # Projected Newton: variables on a bound whose gradient pushes outwards are held fixed.
         fixed = ((th <= lower) & (grad > 0)) | ((th >= upper) & (grad < 0))
         grad = np.where(fixed, 0.0, grad)

@@ -1,0 +1,106 @@
+"""Results on small inputs equal those of the implementation before the rework for large inputs.
+
+``reference_small.json`` holds ``to_json(analyse(...))["groups"]`` of commit 1d03f08 (before per-run
+reductions, blocked bootstrap refits, exact pruned scoring of grid starts and the identification checks)
+for the three inputs of :func:`_cases`, and that version's 200 bootstrap refits of the sum law on
+``synth6x15`` (``synth6x15_replicates``).
+
+Tolerances, and why:
+
+- every full-data number (values, AICc, back-test, allocation, objective) and every warning: equal within
+  1e-7 relative -- the computations are the same, only summation orders differ;
+- bootstrap refits of the sum law: each replicate's minimised objective within 1e-8 relative, and α, β
+  of at least 95 % of replicates within 1e-6. The rest sit in flat valleys of the objective where the
+  same objective (to 1e-9) is reached at visibly different α: their starting points differ in the last
+  bits (per-run instead of per-point sums) and Gauss-Newton stops at a different point of the valley;
+- percentile interval bounds: frontier bounds within 1e-4 relative (the replicate fits now share the
+  full-data budget scale); sum-law bounds within 15 % of the interval's width (the valley replicates
+  above move the 2.5 / 97.5 % percentiles of small samples by that much at most).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symscale import laws
+from symscale.laws import analyse, sumlaw, to_json
+from symscale.laws.bootstrap import run_counts
+from synth import make_group
+
+REF = json.loads((Path(__file__).parent / "reference_small.json").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cases():
+    return {
+        "synth6x15": ({"ref": make_group("ref", n_runs=6, n_ckpt=15, noise=0.01, seed=11)}, 200, True),
+        "synth4x10_floorless": ({"nofloor": make_group("nofloor", n_runs=4, n_ckpt=10, noise=0.02, seed=5,
+                                                       L_inf=0.0)}, 100, True),
+        "examples_runs_csv": (laws.load(ROOT / "examples" / "runs.csv",
+                                        csv=dict(group_col="arch", run_col="run", time_col="time_s")), 200, False),
+    }
+
+
+@pytest.fixture(scope="module")
+def results():
+    out = {}
+    for name, (groups, n_boot, warm) in _cases().items():
+        groups = {k: laws.drop_warmup(g, 0.05) if warm else g for k, g in groups.items()}
+        out[name] = to_json(analyse(groups, n_boot=n_boot, seed=0))["groups"]
+    return out
+
+
+def _walk(ref, new, path=""):
+    """(path, reference, new) for every leaf, checking both documents have the same structure."""
+    if isinstance(ref, dict):
+        assert set(ref) == set(new), (path, set(ref) ^ set(new))
+        for k in ref:
+            yield from _walk(ref[k], new[k], f"{path}.{k}")
+    elif isinstance(ref, list):
+        assert len(ref) == len(new), path
+        for i, (a, b) in enumerate(zip(ref, new)):
+            yield from _walk(a, b, f"{path}[{i}]")
+    else:
+        yield path, ref, new
+
+
+def test_full_data_results_match_reference(results):
+    n_checked = 0
+    for case, groups in results.items():
+        for path, ref, new in _walk(REF[case], groups, case):
+            if path.endswith((".ci_low", ".ci_high")):
+                continue
+            if isinstance(ref, float) and isinstance(new, float):
+                assert new == pytest.approx(ref, rel=1e-7, abs=1e-300), path
+                n_checked += 1
+            else:
+                assert new == ref, path
+    assert n_checked > 150
+
+
+def test_interval_bounds_match_reference(results):
+    for case, groups in results.items():
+        for path, ref, new in _walk(REF[case], groups, case):
+            if not path.endswith((".ci_low", ".ci_high")) or ref is None:
+                continue
+            parent = REF[case]
+            for key in path.split(".")[1:-1]:
+                parent = parent[key]
+            if ".frontier_" in path:
+                assert new == pytest.approx(ref, rel=1e-4), path
+            else:
+                width = parent["ci_high"] - parent["ci_low"]
+                assert abs(new - ref) <= 0.15 * width, (path, ref, new, width)
+
+
+def test_bootstrap_refits_match_reference():
+    ref = {k: np.array(v) for k, v in REF["synth6x15_replicates"].items()}
+    g = laws.drop_warmup(make_group("ref", n_runs=6, n_ckpt=15, noise=0.01, seed=11), 0.05)
+    full = sumlaw.fit(g.N, g.D, g.loss)
+    boot = sumlaw.fit_batched(g.N, g.D, g.loss, run_counts(g.n_runs, 200, 0).astype(float), full, cell=g.run)
+    assert np.allclose(boot.objective, ref["objective"], rtol=1e-8, atol=0)
+    for key in ("alpha", "beta"):
+        close = np.isclose(getattr(boot, key), ref[key], rtol=1e-6, atol=0)
+        assert close.mean() >= 0.95, (key, close.mean())
