@@ -10,8 +10,9 @@ import stat
 import numpy as np
 import pytest
 
+from cli_helpers import assert_one_line_error, run_cli
+
 from symscale.atomic import write_text
-from symscale.cli import main
 from symscale.errors import OutputError
 from symscale.outputs import MARKER, check_output_dir, check_output_file, dir_kind, stamp
 
@@ -19,17 +20,6 @@ XYZ = ("3\nProperties=species:S:1:pos:R:3:forces:R:3 energy=-1.0\n"
        "O 0 0 0.12 0 0 0\nH 0 0.76 -0.48 0 0 0\nH 0 -0.76 -0.48 0 0 0\n") * 4
 
 
-def _run(argv, capsys):
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def _one_line_error(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("symscale: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture
@@ -49,8 +39,8 @@ def test_prepare_overwrite_refuses_a_directory_symscale_did_not_write(tmp_path, 
     (out / "thesis.tex").write_text("years of work")
     (out / "sub" / "notes.txt").write_text("more")
     before = _tree(out)
-    code, _, err = _run(["data", "prepare", src, "--out", out, "--overwrite", "--val-fraction", "0.25"], capsys)
-    _one_line_error(code, err, "--out", "not a directory symscale wrote")
+    code, _, err = run_cli(["data", "prepare", src, "--out", out, "--overwrite", "--val-fraction", "0.25"], capsys)
+    assert_one_line_error(code, err, "--out", "not a directory symscale wrote")
     assert _tree(out) == before
 
 
@@ -58,24 +48,24 @@ def test_prepare_overwrite_refuses_an_output_holding_its_source(tmp_path, capsys
     data = tmp_path / "data"
     data.mkdir()
     (data / "src.xyz").write_text(XYZ)
-    code, _, err = _run(["data", "prepare", data / "src.xyz", "--out", data, "--overwrite"], capsys)
-    _one_line_error(code, err, "contains the input")
+    code, _, err = run_cli(["data", "prepare", data / "src.xyz", "--out", data, "--overwrite"], capsys)
+    assert_one_line_error(code, err, "contains the input")
     assert (data / "src.xyz").read_text() == XYZ
     # a prepared dataset re-prepared onto itself is refused too (it is its own source)
-    assert _run(["data", "prepare", data / "src.xyz", "--out", tmp_path / "p", "--val-fraction", "0.25"],
+    assert run_cli(["data", "prepare", data / "src.xyz", "--out", tmp_path / "p", "--val-fraction", "0.25"],
                 capsys)[0] == 0
-    code, _, err = _run(["data", "prepare", tmp_path / "p", "--out", tmp_path / "p", "--overwrite"], capsys)
-    _one_line_error(code, err, "contains the input")
+    code, _, err = run_cli(["data", "prepare", tmp_path / "p", "--out", tmp_path / "p", "--overwrite"], capsys)
+    assert_one_line_error(code, err, "contains the input")
     assert dir_kind(tmp_path / "p") == "prepared"
 
 
 def test_prepare_overwrite_replaces_its_own_dataset_and_marks_it(tmp_path, src, capsys):
     out = tmp_path / "p"
-    assert _run(["data", "prepare", src, "--out", out, "--val-fraction", "0.25"], capsys)[0] == 0
+    assert run_cli(["data", "prepare", src, "--out", out, "--val-fraction", "0.25"], capsys)[0] == 0
     assert json.loads((out / MARKER).read_text())["kind"] == "prepared"
-    code, _, err = _run(["data", "prepare", src, "--out", out, "--val-fraction", "0.25"], capsys)
-    _one_line_error(code, err, "already exists")
-    assert _run(["data", "prepare", src, "--out", out, "--overwrite", "--val-fraction", "0.5"], capsys)[0] == 0
+    code, _, err = run_cli(["data", "prepare", src, "--out", out, "--val-fraction", "0.25"], capsys)
+    assert_one_line_error(code, err, "already exists")
+    assert run_cli(["data", "prepare", src, "--out", out, "--overwrite", "--val-fraction", "0.5"], capsys)[0] == 0
     assert json.loads((out / "metadata.json").read_text())["splits"]["val_fraction"] == 0.5
 
 
@@ -88,8 +78,8 @@ def test_a_file_where_a_directory_goes_and_a_directory_where_a_file_goes(tmp_pat
         check_output_dir(f / "below", "prepared")
     with pytest.raises(OutputError, match="is a directory"):
         check_output_file(tmp_path, "fit")
-    code, _, err = _run(["fit", "missing.csv", "--json", tmp_path], capsys)  # before the input is read
-    _one_line_error(code, err, "--json", "is a directory")
+    code, _, err = run_cli(["fit", "missing.csv", "--json", tmp_path], capsys)  # before the input is read
+    assert_one_line_error(code, err, "--json", "is a directory")
 
 
 def test_json_results_are_replaced_only_when_symscale_wrote_them(tmp_path):
@@ -115,19 +105,19 @@ def test_fit_and_report_refuse_foreign_output_directories_before_fitting(tmp_pat
     out = tmp_path / "mine"
     out.mkdir()
     (out / "index.html").write_text("my web page")
-    code, _, err = _run(["report", csv, "--out", out, *CSV_FLAGS], capsys)
-    _one_line_error(code, err, "--out", "not a directory symscale wrote")
+    code, _, err = run_cli(["report", csv, "--out", out, *CSV_FLAGS], capsys)
+    assert_one_line_error(code, err, "--out", "not a directory symscale wrote")
     assert (out / "index.html").read_text() == "my web page" and len(list(out.iterdir())) == 1
-    code, _, err = _run(["fit", csv, "--plots", out, *CSV_FLAGS], capsys)
-    _one_line_error(code, err, "--plots")
+    code, _, err = run_cli(["fit", csv, "--plots", out, *CSV_FLAGS], capsys)
+    assert_one_line_error(code, err, "--plots")
     # its own report directory is replaced in place, and a fit --plots directory is one too
-    assert _run(["report", csv, "--out", tmp_path / "rep", *CSV_FLAGS], capsys)[0] == 0
+    assert run_cli(["report", csv, "--out", tmp_path / "rep", *CSV_FLAGS], capsys)[0] == 0
     assert dir_kind(tmp_path / "rep") == "laws"
-    assert _run(["report", csv, "--out", tmp_path / "rep", *CSV_FLAGS], capsys)[0] == 0
-    assert _run(["fit", csv, "--plots", tmp_path / "rep", "--json", tmp_path / "rep" / "fit.json",
+    assert run_cli(["report", csv, "--out", tmp_path / "rep", *CSV_FLAGS], capsys)[0] == 0
+    assert run_cli(["fit", csv, "--plots", tmp_path / "rep", "--json", tmp_path / "rep" / "fit.json",
                  *CSV_FLAGS], capsys)[0] == 0
-    code, _, err = _run(["fit", csv, "--json", csv, *CSV_FLAGS], capsys)  # never over an input
-    _one_line_error(code, err, "--json", "not a fit file symscale wrote")
+    code, _, err = run_cli(["fit", csv, "--json", csv, *CSV_FLAGS], capsys)  # never over an input
+    assert_one_line_error(code, err, "--json", "not a fit file symscale wrote")
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
@@ -135,7 +125,7 @@ def test_written_files_and_directories_honour_the_umask(tmp_path, src, capsys, m
     old = os.umask(mask)
     try:
         write_text(tmp_path / "a.txt", "x")
-        assert _run(["data", "prepare", src, "--out", tmp_path / "p", "--val-fraction", "0.25"], capsys)[0] == 0
+        assert run_cli(["data", "prepare", src, "--out", tmp_path / "p", "--val-fraction", "0.25"], capsys)[0] == 0
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask

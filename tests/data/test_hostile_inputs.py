@@ -12,7 +12,8 @@ import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from symscale.cli import main
+from cli_helpers import assert_one_line_error, run_cli
+
 from symscale.data import Batch, Structure, neighbor_list
 from symscale.errors import ConfigError, DataError
 from symscale.train.config import parse_config
@@ -21,17 +22,6 @@ FRAME = ("3\nProperties=species:S:1:pos:R:3:forces:R:3 energy=-1.0\n"
          "O 0 0 0.12 0 0 0\nH 0 0.76 -0.48 0 0 0\nH 0 -0.76 -0.4812345678 0.5 0.25 0.125\n")
 
 
-def _run(argv, capsys):
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def _one_line_error(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("symscale: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def _state(path):
@@ -55,8 +45,8 @@ def test_info_never_writes_to_an_empty_or_foreign_database(tmp_path, capsys):
     junk.write_bytes(b"not sqlite at all" * 10)
     for path, why in ((empty, "empty file"), (foreign, "without ASE's 'systems' table"), (junk, "not an SQLite")):
         before = _state(path)
-        code, _, err = _run(["data", "info", path], capsys)
-        _one_line_error(code, err, path.name, why)
+        code, _, err = run_cli(["data", "info", path], capsys)
+        assert_one_line_error(code, err, path.name, why)
         assert _state(path) == before
         assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "foreign.db", "junk.db"]
     con = sqlite3.connect(foreign)
@@ -69,7 +59,7 @@ def test_info_on_an_ase_database_leaves_it_byte_identical(tmp_path, capsys):
     with ase.db.connect(path) as db:
         db.write(_labelled(Atoms("H2O", positions=[[0, 0, 0.12], [0, 0.76, -0.48], [0, -0.76, -0.48]])))
     before = _state(path)
-    code, out, _ = _run(["data", "info", path], capsys)
+    code, out, _ = run_cli(["data", "info", path], capsys)
     assert code == 0 and "structures   1" in out
     assert _state(path) == before
 
@@ -78,8 +68,8 @@ def test_info_on_an_ase_database_leaves_it_byte_identical(tmp_path, capsys):
 def test_bad_aselmdb_is_one_line_without_destructor_noise(tmp_path, capsys, content):
     path = tmp_path / "bad.aselmdb"
     path.write_bytes(content)
-    code, _, err = _run(["data", "info", path], capsys)
-    _one_line_error(code, err, "bad.aselmdb", "cannot open aselmdb database")
+    code, _, err = run_cli(["data", "info", path], capsys)
+    assert_one_line_error(code, err, "bad.aselmdb", "cannot open aselmdb database")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.aselmdb"]  # no lock file created
 
 
@@ -90,13 +80,13 @@ def test_truncated_extxyz_is_refused_wherever_the_last_frame_is_cut(tmp_path, ca
     # a cut anywhere inside the last frame: an error, never two (or three) structures read quietly
     for k in range(complete + 1, len(text)):
         path.write_text(text[:k])
-        code, out, err = _run(["data", "info", path, "--json"], capsys)
+        code, out, err = run_cli(["data", "info", path, "--json"], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1, (k, out, err)
     path.write_text(text[:-3])  # inside the last number: ASE alone reads 0.12 as 0.1
-    _, _, err = _run(["data", "info", path], capsys)
+    _, _, err = run_cli(["data", "info", path], capsys)
     assert "ends inside a frame" in err
     path.write_text(text)
-    assert _run(["data", "info", path], capsys)[0] == 0
+    assert run_cli(["data", "info", path], capsys)[0] == 0
 
 
 @pytest.mark.parametrize("coord", [1e5, 3e4, 1e300])
@@ -104,8 +94,8 @@ def test_huge_coordinates_are_refused_before_the_neighbour_search(tmp_path, caps
     path = tmp_path / "far.xyz"
     path.write_text(FRAME + FRAME.replace("-0.76 -0.4812345678", f"-0.76 {coord!r}"))
     for cmd in (["data", "info", path], ["data", "prepare", path, "--out", tmp_path / "out"]):
-        code, _, err = _run(cmd, capsys)
-        _one_line_error(code, err, "structure 1", "exceeds")
+        code, _, err = run_cli(cmd, capsys)
+        assert_one_line_error(code, err, "structure 1", "exceeds")
     assert not (tmp_path / "out").exists()
 
 
@@ -132,15 +122,15 @@ def test_npz_with_object_arrays_and_non_utf8_names(tmp_path, capsys):
     obj = tmp_path / "obj.npz"
     np.savez(obj, nuclear_charges=np.array([1, 1]), coords=np.zeros((1, 2, 3), dtype=object),
              energies=np.array([1.0]), forces=np.zeros((1, 2, 3)))
-    code, _, err = _run(["data", "info", obj], capsys)
-    _one_line_error(code, err, "obj.npz", "'coords' cannot be read")
+    code, _, err = run_cli(["data", "info", obj], capsys)
+    assert_one_line_error(code, err, "obj.npz", "'coords' cannot be read")
     odd = tmp_path / "d\udcff.xyz"  # a file name that is not UTF-8 (bytes 0xff), as os.fsdecode gives it
     odd.write_text(FRAME * 4)
     out = tmp_path / "o\udcfe"
-    code, printed, err = _run(["data", "prepare", odd, "--out", out, "--val-fraction", "0.25"], capsys)
+    code, printed, err = run_cli(["data", "prepare", odd, "--out", out, "--val-fraction", "0.25"], capsys)
     assert code == 0, err
     assert "\\udcfe" in printed or "\\xfe" in printed
-    code, printed, _ = _run(["data", "info", out, "--json"], capsys)
+    code, printed, _ = run_cli(["data", "info", out, "--json"], capsys)
     assert code == 0 and '"structures": 4' in printed
 
 

@@ -9,7 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
+from cli_helpers import run_cli
+
 from symscale.cli import main
+
 from symscale.errors import ConfigError, DataError
 from symscale.train.config import parse_config
 from symscale.train.run import run
@@ -42,7 +45,7 @@ def test_impossible_values_are_config_errors(data, field):
     assert "\n" not in msg and msg.startswith(f"run.yaml: {field}"), msg
 
 
-def test_binary_yaml_is_a_one_line_error(tmp_path, capsys):
+def test_binary_yaml_is_aassert_one_line_error(tmp_path, capsys):
     p = tmp_path / "run.yaml"
     p.write_bytes(bytes(range(256)) * 4)
     assert main(["train", str(p)]) == 2
@@ -89,11 +92,6 @@ def test_run_records_the_data_fingerprint_and_refuses_changed_data(emt_dataset, 
     assert not (tmp_path / "run3").exists()
 
 
-def _cli(argv, capsys):
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
 
 def test_eval_and_md_outputs_are_checked_before_the_work(tiny_run, emt_dataset, tmp_path, capsys):
     mol = tmp_path / "mol.xyz"
@@ -103,24 +101,24 @@ def test_eval_and_md_outputs_are_checked_before_the_work(tiny_run, emt_dataset, 
     write(mol, molecule("CH4"))
     for bad, needle in ((tmp_path / "t.foo", "unsupported file type"), (tmp_path, "is a directory"),
                         (mol / "t.traj", "is a file, not a directory")):
-        code, _, err = _cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", bad], capsys)
+        code, _, err = run_cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", bad], capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     deep = tmp_path / "nodir" / "f" / "t.traj"  # a new directory is created
-    assert _cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", deep], capsys)[0] in (0, 1)
+    assert run_cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", deep], capsys)[0] in (0, 1)
     assert deep.is_file()
     mine = tmp_path / "notes.json"
     mine.write_text('{"my": "notes"}')
-    code, _, err = _cli(["eval", tiny_run, emt_dataset, "--out", mine], capsys)
+    code, _, err = run_cli(["eval", tiny_run, emt_dataset, "--out", mine], capsys)
     assert code == 2 and "not a eval file symscale wrote" in err
     assert mine.read_text() == '{"my": "notes"}'
     out = tmp_path / "eval.json"
-    assert _cli(["eval", tiny_run, emt_dataset, "--out", out, "--max-structures", "4"], capsys)[0] == 0
+    assert run_cli(["eval", tiny_run, emt_dataset, "--out", out, "--max-structures", "4"], capsys)[0] == 0
     assert json.loads(out.read_text())["written_by"]["kind"] == "eval"
-    assert _cli(["eval", tiny_run, emt_dataset, "--out", out, "--max-structures", "4"], capsys)[0] == 0
-    code, _, err = _cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--out", out], capsys)
+    assert run_cli(["eval", tiny_run, emt_dataset, "--out", out, "--max-structures", "4"], capsys)[0] == 0
+    code, _, err = run_cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--out", out], capsys)
     assert code == 2 and "not a md file" in err  # an eval result is not replaced by an md result
     traj = tmp_path / "md.traj"
-    code, _, err = _cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", traj], capsys)
+    code, _, err = run_cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", traj], capsys)
     assert traj.is_file()
-    code, _, err = _cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", traj], capsys)
+    code, _, err = run_cli(["md", tiny_run, "--structure", mol, "--steps", "2", "--trajectory", traj], capsys)
     assert code == 2 and "--trajectory" in err and "exists" in err

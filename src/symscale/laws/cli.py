@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..errors import ConfigError, DataError
+from ..limits import seed_arg
 from ..outputs import check_output_dir, check_output_file, mark_dir, stamp
 from . import analyse, load, to_json
 from .io import find_runs
@@ -38,7 +39,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--drop-fraction", type=float, default=0.05,
                    help="drop each run's checkpoints before this fraction of its tokens [0.05]")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of whole runs [1000]")
-    s.add_argument("--seed", type=int, default=0, help="bootstrap seed [0]")
+    s.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed [0]")
     s.add_argument("--huber-delta", type=float, default=1e-3, help="Huber threshold on log residuals [1e-3]")
     s.add_argument("--jobs", type=int, default=1, help="fit groups in this many processes [1]")
     s.add_argument("--holdout", type=float, default=0.2,

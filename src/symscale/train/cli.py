@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..limits import seed_arg
 from ..outputs import check_output_file, stamp
 
 
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--timestep", type=float, default=0.5, help="time step in fs")
     p.add_argument("--temperature", type=float, default=300.0, help="initial temperature in K")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the initial velocities")
     p.add_argument("--trajectory", help="write the trajectory to this file")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     p.add_argument("--allow-unseen-elements", action="store_true",

@@ -19,10 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..data.neighbors import MAX_CUTOFF, MIN_CUTOFF
 from ..errors import ConfigError
+from ..limits import MAX_SEED
 
 
-#: Largest seed accepted (numpy's and torch's generators take seeds in [0, 2**32)).
-MAX_SEED = 2**32 - 1
 #: Run names become directory names: no path separators, no leading dot.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 

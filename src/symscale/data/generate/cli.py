@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ...errors import ConfigError
+from ...limits import seed_arg
 
 
 def _temperatures(text: str) -> tuple[float, ...]:
@@ -29,7 +30,7 @@ def register(data_subparsers) -> None:
     p.add_argument("--temperatures", type=_temperatures, default=(300.0, 600.0, 1000.0),
                    help="comma-separated Langevin temperatures in K (default 300,600,1000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, one thread each (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default 0)")
     p.add_argument("--smiles", default=None, help="SMILES<TAB>name file (default: the shipped list)")
     p.add_argument("--selection", choices=("spread", "first"), default="spread",
                    help="which molecules: evenly spread over the list (default) or the first N")
