@@ -15,7 +15,9 @@ TRUTH = dict(L_inf=0.02, A=40.0, B=300.0, alpha=0.45, beta=0.40)
 
 
 def make_group(name: str = "g", *, n_runs: int = 8, n_ckpt: int = 30, noise: float = 0.01, seed: int = 0,
-               kappa: float = 3.0, n_range=(1e5, 1e7), d_range=(1e6, 1e10), **truth) -> GroupData:
+               kappa: float = 3.0, n_range=(1e5, 1e7), d_range=(1e6, 1e10), run_noise: float = 0.0,
+               **truth) -> GroupData:
+    """``noise``: log-normal σ of each checkpoint; ``run_noise``: σ of a log offset shared by a run's checkpoints."""
     p = {**TRUTH, **truth}
     rng = np.random.default_rng(seed)
     Ns = np.geomspace(*n_range, n_runs)
@@ -23,6 +25,8 @@ def make_group(name: str = "g", *, n_runs: int = 8, n_ckpt: int = 30, noise: flo
     N, D = (a.ravel() for a in np.meshgrid(Ns, Ds, indexing="ij"))
     loss = p["L_inf"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
     loss = loss * np.exp(rng.normal(0.0, noise, loss.size))
+    if run_noise:
+        loss = loss * np.exp(rng.normal(0.0, run_noise, n_runs))[np.repeat(np.arange(n_runs), n_ckpt)]
     C = 3.0 * kappa * N * D
     H = C / (1e11 * (N / 1e5) ** 0.2)
     return GroupData(name=name, run=np.repeat(np.arange(n_runs), n_ckpt), N=N, D=D, C=C, H=H, loss=loss,

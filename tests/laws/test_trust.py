@@ -129,36 +129,43 @@ def test_store_rows_are_checked(tmp_path):
         assemble(rows, {}, {}, "study.db", True)
 
 
+def _not_identified(q):
+    """A quantity flagged as not identified: its value kept for diagnostics, never presented as a number."""
+    return q["identified"] is False and set(q) == {"value", "ci_low", "ci_high", "identified"}
+
+
 def test_single_size_leaves_alpha_unidentified(tmp_path, capsys):
     g, out = _fit_doc(tmp_path, capsys, _rows([1e5] * 4, np.geomspace(1e6, 1e10, 12)), "--drop-fraction", "0")
     for key in ("alpha", "A", "L_inf", "a", "b", "gamma_c_derived"):
-        assert g[key] == {"value": None, "ci_low": None, "ci_high": None}, key
-    assert g["allocation"]["G"]["value"] is None and g["allocation"]["N_star_at_C_ref"]["value"] is None
+        assert _not_identified(g[key]), key
+    assert _not_identified(g["allocation"]["G"]) and _not_identified(g["allocation"]["N_star_at_C_ref"])
     assert g["beta"]["value"] == pytest.approx(0.4, abs=0.05) and g["beta"]["ci_low"] is not None
+    assert g["beta"]["identified"] is True
     assert any(w.startswith("alpha, A, L_inf, a, b, gamma_c_derived") and "every run has N = 100000" in w
                for w in g["warnings"])
     header, row = (line for line in out.splitlines() if line.startswith(("group ", "a ")))
-    assert row[header.index("alpha")] == "–"          # the table shows no number for alpha
+    assert row[header.index("alpha"):].startswith("not identified (")   # never a bare number for alpha
 
 
 def test_single_token_count_leaves_beta_unidentified(tmp_path, capsys):
     g, _ = _fit_doc(tmp_path, capsys, _rows(np.geomspace(1e4, 1e7, 8), [1e9]), "--drop-fraction", "0")
-    assert g["beta"]["value"] is None and g["B"]["value"] is None and g["L_inf"]["value"] is None
-    assert g["alpha"]["value"] is not None
+    assert _not_identified(g["beta"]) and _not_identified(g["B"]) and _not_identified(g["L_inf"])
+    assert g["alpha"]["value"] is not None and g["alpha"]["identified"] is True
     assert any("every checkpoint has D = 1e+09" in w for w in g["warnings"])
 
 
 def test_law_with_more_parameters_than_points_is_not_fitted(tmp_path, capsys):
     g, _ = _fit_doc(tmp_path, capsys, HEAD + GOOD)
     for key in ("alpha", "beta", "L_inf", "A", "B"):
-        assert g[key]["value"] is None
+        assert g[key]["value"] is None and g[key]["identified"] is False    # nothing fitted: no value at all
+    assert g["interval_method"] == "runs"               # no fitted law to simulate from
     assert any("the sum law is not fitted: 4 distinct (N, D) point(s) for 5 identifiable parameter(s)" in w
                for w in g["warnings"])
-    assert g["gamma_c"]["value"] is not None           # 4 corners: the L = F·C^-γ frontier is fitted
-    assert g["frontier_c"]["free"]["gamma"]["value"] is not None
+    assert g["gamma_c"]["value"] is not None and g["gamma_c"]["identified"]  # 4 corners: L = F·C^-γ fitted
+    assert g["frontier_c"]["free"]["gamma"]["identified"]
     # three points on the frontier: the free law (3 parameters + σ) is not identified
     g, _ = _fit_doc(tmp_path, capsys, HEAD + GOOD.rsplit("a,r1", 1)[0])
-    assert g["frontier_c"]["free"]["gamma"]["value"] is None and g["gamma_c"]["value"] is not None
+    assert g["frontier_c"]["free"]["gamma"]["identified"] is False and g["gamma_c"]["identified"]
     assert any(w.startswith("frontier_c.free not identified: the compute frontier has 3 corner(s)")
                for w in g["warnings"])
 
@@ -171,12 +178,13 @@ def test_nothing_fittable_is_an_error(tmp_path, capsys):
 def test_replicates_without_two_sizes_are_left_out():
     """With 2 runs, replicates that draw one run twice have one N: their α is not used for the interval."""
     g = make_group("two", n_runs=2, n_ckpt=20, seed=4)
-    r = analyse_group(g, n_boot=60, seed=0)
+    r = analyse_group(g, n_boot=60, seed=0, intervals="runs")
     both = np.all(r.counts > 0, axis=1)
     assert 0 < both.sum() < 60
     expected = quantity(r.fit.alpha[0], r.boot.alpha[both])
-    assert r.summary["alpha"] == expected
-    assert r.summary["beta"] == quantity(r.fit.beta[0], r.boot.beta)   # D varies in every replicate
+    assert {k: r.summary["alpha"][k] for k in ("value", "ci_low", "ci_high")} == {k: expected[k] for k in ("value", "ci_low", "ci_high")}
+    expected = quantity(r.fit.beta[0], r.boot.beta)                        # D varies in every replicate
+    assert {k: r.summary["beta"][k] for k in ("value", "ci_low", "ci_high")} == {k: expected[k] for k in ("value", "ci_low", "ci_high")}
 
 
 def test_report_with_unidentified_quantities(tmp_path, capsys):
@@ -188,11 +196,11 @@ def test_report_with_unidentified_quantities(tmp_path, capsys):
     assert (tmp_path / "rep" / "sumlaw_a.png").stat().st_size > 1000
 
 
-def test_to_json_of_unidentified_is_null():
+def test_to_json_of_unidentified_is_flagged():
     g = make_group("one", n_runs=3, n_ckpt=12, seed=2, n_range=(1e5, 1e5))
     doc = to_json({"one": analyse_group(g, n_boot=10)})
     json.dumps(doc, allow_nan=False)
-    assert doc["groups"]["one"]["alpha"]["value"] is None
+    assert _not_identified(doc["groups"]["one"]["alpha"])
 
 
 def test_write_csv_round_trip(tmp_path):
@@ -200,3 +208,44 @@ def test_write_csv_round_trip(tmp_path):
     g = make_group("g", n_runs=3, n_ckpt=5)
     back = load_csv(write_csv(tmp_path / "g.csv", [g]), group_col="arch", run_col="run")["g"]
     assert back.n_points == 15 and np.allclose(back.loss, g.loss, rtol=1e-7)
+
+
+def test_flat_exponent_is_not_identified_everywhere(tmp_path, capsys):
+    """Runs spanning 0.3 decades of N: α is not identified in the JSON, the table and the report; derived
+    quantities follow, and no consistency check or verdict line is drawn from them (issue #12 §1)."""
+    from symscale.laws.report import consistency, verdict
+
+    flat = make_group("flat", n_runs=3, n_ckpt=10, noise=0.03, seed=1, n_range=(1e6, 2e6), d_range=(1e8, 1e10))
+    good = make_group("good", n_runs=5, n_ckpt=10, noise=0.02, seed=2)
+    csv = write_csv(tmp_path / "two.csv", [flat, good])
+    assert main(["report", str(csv), "--group-col", "arch", "--run-col", "run", "--bootstrap", "100",
+                 "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "rep" / "fit.json").read_text())["groups"]
+    for key in ("alpha", "A", "a", "b", "gamma_c_derived"):
+        assert _not_identified(doc["flat"][key]) and doc["flat"][key]["value"] is not None, key
+    assert doc["flat"]["beta"]["identified"] and doc["good"]["alpha"]["identified"]
+    assert any(w.startswith("alpha, A, a, b, gamma_c_derived") for w in doc["flat"]["warnings"])
+    assert not any(w.startswith(("alpha: 95%", "a: 95%")) for w in doc["flat"]["warnings"])
+    row = next(line for line in out.splitlines() if line.startswith("flat "))
+    assert "not identified (" in row
+    assert [r[2] for r in consistency(doc["flat"])] == ["not identified", "not identified"]
+    lines = verdict({"groups": doc})
+    assert lines[0].startswith("Best compute scaling: good")
+    assert any(ln.startswith("flat:") and "not identified: α, a, b, γ derived" in ln for ln in lines)
+    assert not any(ln.startswith("flat: compute-optimal") for ln in lines)
+    html = (tmp_path / "rep" / "report.html").read_text()
+    # the verdict and the frontier figure come before the tables, the inventory and the warnings
+    order = [html.index(s) for s in ("<h2>Verdict</h2>", 'alt="frontiers"', "<h2>Exponents", "<h2>Inventory",
+                                     "<h2>Warnings")]
+    assert order == sorted(order)
+    assert "not identified (" in html
+
+
+def test_report_without_bootstrap_intervals(tmp_path):
+    """``--bootstrap 0``: no intervals anywhere, and the verdict still says what to do next."""
+    csv = write_csv(tmp_path / "runs.csv", [make_group("a", n_runs=4, n_ckpt=8, seed=1)])
+    assert main(["report", str(csv), "--group-col", "arch", "--run-col", "run", "--bootstrap", "0",
+                 "--out", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Next step" in html

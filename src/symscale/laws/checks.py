@@ -10,10 +10,15 @@ Rules (documented in ``docs/laws.md``, section "What is identified"):
 - a frontier law needs more corners than parameters: 3 for L = F·x^(−γ), 4 for L = L∞ + F·x^(−γ);
 - the same rules apply to every bootstrap replicate: a replicate whose runs share one N gives no α
   (left out of α's percentiles, like a replicate envelope with too few corners);
+- an exponent α (β) whose 95 % interval reaches the searched range :data:`sumlaw.BOUNDS`, of which more
+  than 2.5 % of the bootstrap replicates sit at a bound, or whose least-squares profile is flat (within
+  the 95 % likelihood-ratio threshold of its minimum) over more than half of the searched grid, is not
+  identified, and neither are the quantities derived from it (A or B, a, b, γ derived, the allocation);
 - a group where neither the sum law nor the compute frontier can be fitted is a DataError.
 
-A quantity that is not identified is reported as ``{"value": null, "ci_low": null, "ci_high": null}`` with a
-warning ``"<key> not identified: <reason>"``.
+A quantity that is not identified keeps its value and interval (for diagnostics) with ``"identified":
+false`` in its Q object, and is named in a warning ``"<keys> not identified: <reason>"``; tables and the
+report print it as ``not identified (value [low, high])`` and draw no consistency check from it.
 """
 
 from __future__ import annotations
@@ -66,6 +71,39 @@ def identify(N: np.ndarray, D: np.ndarray) -> Identification:
     return ident
 
 
+DERIVED = ("a", "b", "gamma_c_derived", "G", "N_star_at_C_ref", "D_star_at_C_ref")
+#: share of bootstrap replicates at a bound of the searched exponent range that marks the interval as
+#: reaching it (the 2.5 % tail of a 95 % interval)
+BOUND_SHARE = 0.025
+
+
+def check_sumlaw_exponents(ident: Identification, fit, out: dict, samples: dict[str, np.ndarray]) -> None:
+    """Mark α (β) and what derives from it as not identified when the data do not pin it down.
+
+    ``out[key]``: the exponent's Q (interval already formed); ``samples[key]``: its bootstrap replicates;
+    ``fit.flat[key]``: the share of the searched grid where its profile is flat (:func:`sumlaw.profile_flatness`).
+    """
+    lo_b, hi_b = sumlaw.BOUNDS
+    for key, term in (("alpha", N_TERM), ("beta", D_TERM)):
+        q, s = out[key], np.asarray(samples[key], dtype=float)
+        if key in ident.missing or not np.isfinite(q["value"]):
+            continue
+        s = s[np.isfinite(s)]
+        at_bound = float(np.mean(np.isclose(s, lo_b, rtol=1e-3) | np.isclose(s, hi_b, rtol=1e-3))) if s.size else 0.0
+        reason = None
+        if np.isfinite(q["ci_low"]) and (q["ci_low"] <= lo_b * (1 + 1e-3) or q["ci_high"] >= hi_b * (1 - 1e-3)):
+            reason = (f"the 95% interval of {key} [{q['ci_low']:.3g}, {q['ci_high']:.3g}] reaches the searched "
+                      f"range [{lo_b:g}, {hi_b:g}]")
+        elif at_bound > BOUND_SHARE:
+            reason = f"{100 * at_bound:.0f}% of the bootstrap fits put {key} at a bound of [{lo_b:g}, {hi_b:g}]"
+        elif fit.flat is not None and fit.flat.get(key, 0.0) > sumlaw.FLAT_FRACTION:
+            g = sumlaw.ALPHA_GRID
+            reason = (f"the profile likelihood of {key} is flat over {100 * fit.flat[key]:.0f}% of the searched "
+                      f"grid [{g[0]:g}, {g[-1]:g}]")
+        if reason:
+            ident.mark(term + DERIVED, reason)
+
+
 def check_frontier(ident: Identification, n_corners: int, prefix: str, name: str) -> None:
     """Mark the frontier laws (keys ``<prefix>.fixed`` / ``<prefix>.free``) with too few corners."""
     ident.corners[prefix] = n_corners
@@ -107,6 +145,8 @@ def warnings(out: dict, data, ident: Identification) -> list[str]:
             w.append(f"{label} spans {dec:.2f} decades (< 1): extrapolation is unreliable")
     for key in ("gamma_c", "gamma_h", "alpha", "beta", "a", "b", "gamma_c_derived"):
         q = out.get(key)
+        if key in ident.missing:      # already named as not identified: its interval is diagnostic only
+            continue
         if q and np.isfinite(q["ci_low"]) and q["ci_high"] - q["ci_low"] > abs(q["value"]):
             w.append(f"{key}: 95% interval [{q['ci_low']:.3g}, {q['ci_high']:.3g}] is wider than the value")
     for key, term in (("A", "model-size term A·N^-alpha"), ("B", "data term B·D^-beta")):
@@ -119,6 +159,8 @@ def warnings(out: dict, data, ident: Identification) -> list[str]:
                      "no interior optimum, the exponent is not identified by these data")
     for key in ("alpha", "beta", "gamma_c"):
         q = out.get(key)
+        if key in ident.missing:
+            continue
         if q and np.isfinite(q["ci_low"]) and not (q["ci_low"] <= q["value"] <= q["ci_high"]):
             w.append(f"{key}: the estimate {q['value']:.3g} lies outside its own bootstrap interval "
                      f"[{q['ci_low']:.3g}, {q['ci_high']:.3g}]: resampled runs disagree with the full fit")

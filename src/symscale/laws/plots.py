@@ -238,10 +238,13 @@ def plot_exponents(results: dict[str, GroupAnalysis], out_dir: Path) -> list[Pat
             pos = j + (i - (len(results) - 1) / 2) * width
             lo = max(q["value"] - q["ci_low"], 0.0) if np.isfinite(q["ci_low"]) else 0.0
             hi = max(q["ci_high"] - q["value"], 0.0) if np.isfinite(q["ci_high"]) else 0.0
-            ax.errorbar([pos], [q["value"]], yerr=[[lo], [hi]], fmt="o", color=COLORS[i % len(COLORS)],
-                        capsize=3, label=name if j == 0 else None)
+            ok = q.get("identified", True)     # not identified: open marker, dashed bar (diagnostic only)
+            bar = ax.errorbar([pos], [q["value"]], yerr=[[lo], [hi]], fmt="o", color=COLORS[i % len(COLORS)],
+                              capsize=3, label=name if j == 0 else None, mfc=None if ok else "none")
+            if not ok:
+                bar[2][0].set_linestyle("--")
     ax.set_xticks(range(len(keys)), ["γ_c", "γ_h", "α", "β", "γ derived"])
-    ax.set(ylabel="exponent (95% CI)", title="Exponents across groups")
+    ax.set(ylabel="exponent (95% CI)", title="Exponents across groups (open marker: not identified)")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.25)
     return _save(fig, out_dir, "exponents")

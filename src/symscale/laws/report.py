@@ -2,8 +2,12 @@
 
 It is built from the ``fit`` JSON document alone plus the PNG figures next to it, so a previous
 ``symscale fit --plots DIR`` directory (which holds ``fit.json``) can be reported on without refitting.
-Sections: exponents with 95 % CIs; consistency checks (γ_c vs αβ/(α+β), a + b = 1, a ≈ b); allocation;
-frontier model selection and back-test; inventory of runs; warnings.
+It opens with what a reader acts on: a verdict generated from the document (which group scales best and by
+how much, what is and is not identified, the compute-optimal split where known, the next step) and the
+frontier figure; then exponents with 95 % CIs; consistency checks (γ_c vs αβ/(α+β), a + b = 1, a ≈ b);
+allocation; frontier model selection and back-test; the other figures; inventory of runs; warnings.
+A quantity with ``identified: false`` is printed as ``not identified (value [low, high])`` and no
+consistency check is drawn from it.
 """
 
 from __future__ import annotations
@@ -21,12 +25,18 @@ EXPONENTS = [("gamma_c", "γ_c (FLOPs)"), ("gamma_h", "γ_h (time)"), ("alpha", 
 
 
 def fmt_q(q: dict | None, digits: int = 4) -> str:
-    """``value [low, high]`` of a quantity, or ``–``."""
+    """``value [low, high]`` of a quantity, ``not identified (value [low, high])``, or ``–``."""
     if not q or q.get("value") is None:
-        return "–"
+        return "–" if not q or q.get("identified", True) else "not identified"
     lo, hi = q.get("ci_low"), q.get("ci_high")
     ci = f" [{lo:.{digits}g}, {hi:.{digits}g}]" if lo is not None and hi is not None else ""
-    return f"{q['value']:.{digits}g}{ci}"
+    text = f"{q['value']:.{digits}g}{ci}"
+    return text if identified(q) else f"not identified ({text})"
+
+
+def identified(q: dict | None) -> bool:
+    """A quantity that has a value and is not flagged ``identified: false``."""
+    return bool(q) and q.get("value") is not None and q.get("identified", True) is not False
 
 
 def _inside(x: float, q: dict | None) -> bool | None:
@@ -36,7 +46,8 @@ def _inside(x: float, q: dict | None) -> bool | None:
 
 
 def _value(q: dict | None) -> float | None:
-    return q.get("value") if q else None
+    """The value of an identified quantity, else None (nothing is concluded from it)."""
+    return q.get("value") if identified(q) else None
 
 
 def consistency(g: dict) -> list[tuple[str, str, str]]:
@@ -65,6 +76,88 @@ def consistency(g: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+METHOD_NAMES = {"residual": "residual bootstrap from the fitted L(N, D)", "runs": "bootstrap over runs",
+                "none": "no bootstrap"}
+_EXPONENT_NAMES = {"gamma_c": "γ_c", "gamma_h": "γ_h", "alpha": "α", "beta": "β", "a": "a", "b": "b",
+                   "gamma_c_derived": "γ derived"}
+
+
+def _short(q: dict) -> str:
+    return f"{q['value']:.3g} [{q['ci_low']:.3g}, {q['ci_high']:.3g}]" if q.get("ci_low") is not None \
+        else f"{q['value']:.3g}"
+
+
+def verdict(doc: dict) -> list[str]:
+    """The report's opening lines, generated from the fit document: best scaling group and by how much,
+    what is (not) identified, the compute-optimal split where known, and the next step."""
+    groups = doc.get("groups", {})
+    lines = []
+    ranked = sorted(((g["gamma_c"]["value"], n) for n, g in groups.items() if identified(g.get("gamma_c"))),
+                    reverse=True)
+    if ranked:
+        top, name = ranked[0]
+        q = groups[name]["gamma_c"]
+        text = f"Best compute scaling: {name}, γ_c = {_short(q)} (loss ∝ C^-γ_c on its compute frontier)"
+        if len(ranked) > 1:
+            second, other = ranked[1]
+            q2 = groups[other]["gamma_c"]
+            sep = (None if q.get("ci_low") is None or q2.get("ci_high") is None else q["ci_low"] > q2["ci_high"])
+            gain = 10 ** (top - second)
+            text += (f"; ahead of {other} ({_short(q2)}) by {top - second:.3g} in γ_c, i.e. {gain:.3g}× more loss "
+                     f"reduction per decade of compute"
+                     + {True: " (intervals disjoint)", False: " (intervals overlap: not a clear lead)",
+                        None: ""}[sep])
+            if len(ranked) > 2:
+                text += "; order: " + " > ".join(f"{n} {v:.3g}" for v, n in ranked)
+        lines.append(text + ".")
+    elif groups:
+        lines.append("No group has an identified compute-frontier exponent γ_c.")
+    for n, g in groups.items():
+        keys = [k for k in _EXPONENT_NAMES if g.get(k)]
+        bad = [_EXPONENT_NAMES[k] for k in keys if not identified(g[k])]
+        good = [_EXPONENT_NAMES[k] for k in keys if identified(g[k])]
+        lines.append(f"{n}: identified {', '.join(good) or 'nothing'}"
+                     + (f"; not identified: {', '.join(bad)}" if bad else "") + ".")
+    for n, g in groups.items():
+        a, al = g.get("a"), g.get("allocation") or {}
+        if identified(a):
+            n_star, d_star = al.get("N_star_at_C_ref"), al.get("D_star_at_C_ref")
+            text = (f"{n}: compute-optimal split N* ∝ C^{a['value']:.2g}, D* ∝ C^{1 - a['value']:.2g} "
+                    f"(a = {_short(a)})")
+            if identified(n_star) and identified(d_star):
+                text += (f"; at C = {al['C_ref']:.3g} FLOPs: N* ≈ {n_star['value']:.3g} parameters, "
+                         f"D* ≈ {d_star['value']:.3g} atoms")
+            lines.append(text + ".")
+    lines.append("Next step: " + next_step(doc))
+    return lines
+
+
+def next_step(doc: dict) -> str:
+    """The planner's next step when the document carries one (``doc["plan"]["next_step"]``), else a rule."""
+    plan = doc.get("plan")
+    if isinstance(plan, dict) and plan.get("next_step"):
+        return str(plan["next_step"])
+    steps = []
+    for n, g in doc.get("groups", {}).items():
+        runs = g.get("runs") or []
+        sizes = sorted({r["N"] for r in runs})
+        if g.get("alpha") and not identified(g["alpha"]):
+            span = f" (now {len(sizes)} size(s), {sizes[0]:.3g}–{sizes[-1]:.3g})" if sizes else ""
+            steps.append(f"{n}: add runs of new sizes N to identify α{span}")
+        elif g.get("beta") and not identified(g["beta"]):
+            steps.append(f"{n}: train longer (larger D) or log more checkpoints to identify β")
+    if not steps:
+        widest = max((((q["ci_high"] - q["ci_low"]) / abs(q["value"]), n)
+                      for n, g in doc.get("groups", {}).items()
+                      for q in [g.get("gamma_c")] if identified(q) and q.get("ci_low") is not None
+                      and q["value"]), default=None)
+        if widest:
+            return (f"all exponents are identified; the widest γ_c interval is {widest[1]}'s: extend its compute "
+                    "range (larger N and D) to narrow it.")
+        return "all exponents are identified."
+    return "; ".join(steps) + "."
+
+
 def _table(header: list[str], rows: list[list[str]], md: bool) -> str:
     if md:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -81,7 +174,9 @@ def _sections(doc: dict, md: bool) -> list[tuple[str, str]]:
     out = []
     rows = [[label] + [fmt_q(groups[n].get(key)) for n in names] for key, label in EXPONENTS]
     rows.append(["runs / checkpoints"] + [f"{groups[n]['n_runs']} / {groups[n]['n_points']}" for n in names])
-    out.append(("Exponents (value [95% CI], bootstrap over runs)", _table(["quantity"] + names, rows, md)))
+    methods = sorted({METHOD_NAMES.get(groups[n].get("interval_method"), "bootstrap") for n in names})
+    out.append((f"Exponents (value [95% CI], {' / '.join(methods) or 'bootstrap'}; "
+                "not identified: value kept for diagnostics)", _table(["quantity"] + names, rows, md)))
     rows = [[n, *c] for n in names for c in consistency(groups[n])]
     out.append(("Consistency checks", _table(["group", "check", "figures", "verdict"], rows, md)))
     rows = []
@@ -135,17 +230,33 @@ def write_report(doc: dict, out_dir: str | Path, image_dir: str | Path | None = 
     parts_md = [f"# {title}\n", f"Settings: {setting_line}\n" if setting_line else ""]
     parts_html = [f"<h1>{html.escape(title)}</h1>",
                   f"<p>Settings: {html.escape(setting_line)}</p>" if setting_line else ""]
-    for (heading, md_table), (_, html_table) in zip(_sections(doc, True), _sections(doc, False)):
-        parts_md.append(f"## {heading}\n\n{md_table}")
-        parts_html.append(f"<h2>{html.escape(heading)}</h2>{html_table}")
-    parts_md.append("## Figures\n")
-    parts_html.append("<h2>Figures</h2>")
-    for img in images:
+    lines = verdict(doc)
+    parts_md.append("## Verdict\n\n" + "".join(f"- {ln}\n" for ln in lines))
+    parts_html.append("<h2>Verdict</h2><ul>" + "".join(f"<li>{html.escape(ln)}</li>" for ln in lines) + "</ul>")
+
+    def figure(img: Path) -> None:
         rel = os.path.relpath(img, out_dir)
         parts_md.append(f"![{img.stem}]({rel})\n")
         data = base64.b64encode(img.read_bytes()).decode("ascii")
         parts_html.append(f'<figure><img alt="{html.escape(img.stem)}" src="data:image/png;base64,{data}">'
                           f"<figcaption>{html.escape(img.stem)}</figcaption></figure>")
+
+    first = [img for img in images if img.stem == "frontiers"]
+    for img in first:
+        figure(img)
+    sections = list(zip(_sections(doc, True), _sections(doc, False)))
+    tail = {"Inventory of runs", "Warnings"}
+    for (heading, md_table), (_, html_table) in [x for x in sections if x[0][0] not in tail]:
+        parts_md.append(f"## {heading}\n\n{md_table}")
+        parts_html.append(f"<h2>{html.escape(heading)}</h2>{html_table}")
+    parts_md.append("## Figures\n")
+    parts_html.append("<h2>Figures</h2>")
+    for img in images:
+        if img not in first:
+            figure(img)
+    for (heading, md_table), (_, html_table) in [x for x in sections if x[0][0] in tail]:
+        parts_md.append(f"## {heading}\n\n{md_table}")
+        parts_html.append(f"<h2>{html.escape(heading)}</h2>{html_table}")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}")

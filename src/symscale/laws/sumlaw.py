@@ -47,6 +47,9 @@ class SumLawFit:
     alpha: np.ndarray
     beta: np.ndarray
     objective: np.ndarray
+    #: full-data fit only: fraction of the searched α (β) grid whose least-squares profile lies within the
+    #: 95 % likelihood-ratio threshold of the minimum (:func:`profile_flatness`); None for replicates
+    flat: dict | None = None
 
     def predict(self, N: np.ndarray, D: np.ndarray) -> np.ndarray:
         """(B, n) predicted loss."""
@@ -327,7 +330,61 @@ def fit(N: np.ndarray, D: np.ndarray, loss: np.ndarray, *, delta: float = 1e-3, 
             best_theta, best_obj = theta, obj
     if best_theta is None:   # every start gave a non-finite objective
         best_theta, best_obj = np.full(5, np.nan), np.nan
-    return prob.unscale(best_theta[None, :], np.array([best_obj]))
+    out = prob.unscale(best_theta[None, :], np.array([best_obj]))
+    out.flat = profile_flatness(ls_obj[0], loss.size)
+    return out
+
+
+#: A profile is *flat* when more than this fraction of the searched exponent grid is within the 95 %
+#: likelihood-ratio threshold (χ²₁ = 3.84) of its minimum: the data then cannot tell most exponents apart.
+FLAT_FRACTION = 0.5
+
+
+def profile_flatness(ls_obj: np.ndarray, n: int) -> dict:
+    """Fraction of the α (β) grid whose profile objective is within χ²₁(95 %) of the minimum.
+
+    ``ls_obj`` (na, nb): weighted least-squares objective of the grid's NNLS fits (relative residuals);
+    the profile of α is its minimum over β. σ² is estimated from the best grid point with n − 5 degrees
+    of freedom, so the threshold is 3.84·σ² on the objective (a Gaussian likelihood-ratio interval).
+    """
+    obj = np.asarray(ls_obj, dtype=float)
+    best = float(obj.min())
+    sigma2 = max(best / max(n - 5, 1), 1e-300)
+    out = {}
+    for key, prof in (("alpha", obj.min(axis=1)), ("beta", obj.min(axis=0))):
+        out[key] = float(np.mean((prof - best) / sigma2 < 3.84))
+    return out
+
+
+class ResidualRefitter:
+    """Refits of the sum law to many simulated loss vectors on one design (the residual bootstrap).
+
+    Every replicate shares the points (N, D) of the data and differs only in its losses, so the problem
+    (points sorted by N, scaled coordinates) is built once; each replicate starts the batched projected
+    Gauss-Newton (:func:`solvers.refine`, normal equations from per-N sums) at ``center`` -- the law the
+    replicates were simulated from. Blocks hold at most :data:`CHUNK` (replicate, point) pairs.
+    """
+
+    def __init__(self, N: np.ndarray, D: np.ndarray, center: SumLawFit, delta: float = 1e-3,
+                 rtol: float = 1e-6, xtol: float = 3e-4):
+        self.order = np.argsort(N, kind="stable")
+        mu = center.predict(N, D)[0]
+        self.prob = _Problem(N, D, mu, order=self.order)
+        p = self.prob
+        c = center
+        self.theta0 = np.array([c.L_inf[0], c.A[0] / p.N0 ** c.alpha[0], c.B[0] / p.D0 ** c.beta[0],
+                                c.alpha[0], c.beta[0]])
+        self.theta0[:3] = np.maximum(self.theta0[:3], 1e-9 * mu.min())
+        self.delta, self.rtol, self.xtol = delta, rtol, xtol
+
+    def __call__(self, loss: np.ndarray) -> SumLawFit:
+        """Fits to ``loss`` (b, n) (points in the data's order); returns a SumLawFit of b replicates."""
+        logy = np.log(loss[:, self.order])
+        b = logy.shape[0]
+        theta0 = np.broadcast_to(self.theta0, (b, 5))
+        theta, obj = refine(self.prob.model_normal, theta0, np.ones_like(logy), logy, self.prob.lower,
+                            self.prob.upper, self.delta, rtol=self.rtol, xtol=self.xtol)
+        return self.prob.unscale(theta, obj)
 
 
 def cells_of(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
