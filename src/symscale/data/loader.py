@@ -73,6 +73,7 @@ class StreamingLoader:
             raise DataError(f"{self.dataset.path}: split {split!r} is empty")
         self.indices = _choose_subset(split_idx, subset, self.seed)
         self._n_atoms = self.dataset.n_atoms
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, its order), see epoch_order
         self.tokens_per_epoch = int(self._n_atoms[self.indices].sum())
         self.epoch = 0
         self.batches_seen = 0  # batches yielded in the current epoch
@@ -104,8 +105,10 @@ class StreamingLoader:
         """The structure indices of ``epoch`` in the order they are yielded (deterministic in seed, epoch)."""
         if not self.shuffle:
             return self.indices
-        rng = np.random.default_rng([self.seed, 1, int(epoch)])
-        return self.indices[rng.permutation(len(self.indices))]
+        if self._order is None or self._order[0] != int(epoch):  # drawn once per epoch, not once per batch
+            rng = np.random.default_rng([self.seed, 1, int(epoch)])
+            self._order = (int(epoch), self.indices[rng.permutation(len(self.indices))])
+        return self._order[1]
 
     def batch_indices(self) -> Iterator[np.ndarray]:
         """Structure indices of the remaining batches, advancing the state like iteration does."""
@@ -141,7 +144,7 @@ class StreamingLoader:
         indices = np.asarray(indices, dtype=np.int64)
         atoms = ds.atom_indices(indices)  # one gather per array instead of per-structure reads
         numbers, positions, forces = ds.numbers[atoms], ds.positions[atoms], ds.forces[atoms]
-        counts = ds.n_atoms[indices]
+        counts = self._n_atoms[indices]
         periodic = ds.pbc is not None and bool(np.any(ds.pbc[indices]))
         if periodic or self.max_neighbors is not None:
             bounds = np.concatenate([[0], np.cumsum(counts)])
