@@ -1,12 +1,30 @@
-"""Atomistic data: readers, the prepared format, neighbour lists, batches and token streaming."""
+"""Atomistic data: readers, the prepared format, neighbour lists, batches and token streaming.
 
-from .batch import Batch
-from .loader import StreamingLoader
-from .neighbors import neighbor_list
-from .prepared import PreparedDataset, default_dataset_path, open_dataset, write_prepared
-from .readers import read_structures
-from .structure import Structure
+The names below are imported on first use, so that the processes preparing data (``symscale data prepare``
+workers) never load torch, which only batches and the loader need.
+"""
 
-__all__ = ["Batch", "PreparedDataset", "StreamingLoader", "Structure", "default_dataset_path",
-           "neighbor_list", "open_dataset", "read_structures", "write_prepared"]
+from __future__ import annotations
 
+import importlib
+
+_EXPORTS = {
+    "Batch": ".batch", "StreamingLoader": ".loader", "neighbor_list": ".neighbors",
+    "PreparedDataset": ".prepared", "default_dataset_path": ".prepared", "open_dataset": ".prepared",
+    "write_prepared": ".prepared", "prepare_source": ".prepare", "read_structures": ".readers",
+    "Structure": ".structure", "Selection": ".select",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,8 +1,9 @@
 """``symscale data``: prepare datasets and describe them.
 
-* ``symscale data prepare SRC --out DIR``: read, validate, split, fit E0 / scales, write the prepared format.
-* ``symscale data info PATH``: counts, elements, label statistics, splits and normalisation of a raw
-  source or a prepared directory (``--json`` for machine-readable output).
+* ``symscale data prepare SRC --out DIR``: read (selecting with ``--where``), validate, split, fit E0 / scales
+  and write the prepared format, shard by shard in parallel and resumably (:mod:`symscale.data.prepare`).
+* ``symscale data info PATH``: counts, elements, label statistics, charge and spin distributions, splits and
+  normalisation of a raw source or a prepared directory (``--json`` for machine-readable output).
 * ``symscale data generate``: registered by :mod:`symscale.data.generate` when that module is present.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from pathlib import Path
+import sys
 
-import numpy as np
 from ase.data import chemical_symbols
 
-from .prepared import PreparedDataset, write_prepared
-from .readers import UNITS, read_structures
+from ..limits import seed_arg
+from .info import describe
+from .prepared import PreparedDataset
+from .readers import UNITS
 
 
 def register(subparsers) -> None:
@@ -28,15 +30,27 @@ def register(subparsers) -> None:
     data.set_defaults(func=lambda args: (data.print_help(), 0)[1])
 
     prep = sub.add_parser("prepare", help="convert a source into the prepared (memory-mapped) format",
-                          description="Read SRC (.xyz/.extxyz/.db/.aselmdb/.npz or a directory), validate "
-                                      "every structure, split it, fit E0 and scales, and write DIR atomically.")
+                          description="Read SRC (.xyz/.extxyz/.db/.aselmdb/.npz, a directory of such shards, or a "
+                                      "prepared directory), keep the structures satisfying every --where, validate "
+                                      "them, split, fit E0 and scales, and write DIR atomically. Shards are converted "
+                                      "in parallel and in bounded memory; an interrupted run continues from its "
+                                      "finished shards when run again.")
     prep.add_argument("src", help="source file or directory")
     prep.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     _reader_args(prep)
     prep.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction (default 0.1)")
     prep.add_argument("--test-fraction", type=float, default=0.0, help="test fraction (default 0)")
-    prep.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    prep.add_argument("--seed", type=seed_arg, default=0, help="split seed (default 0)")
+    prep.add_argument("--workers", type=int, default=None,
+                      help="shards converted at once (default: the CPU count, capped by the number of shards; "
+                           "with --backend ray: the cluster's CPUs)")
+    prep.add_argument("--backend", choices=("local", "ray"), default="local",
+                      help="local worker processes (default) or one Ray task per shard")
+    prep.add_argument("--address", default=None, help="Ray cluster address (auto, host:port); default: a private "
+                                                      "local Ray instance")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    prep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar, notes or summary line")
     prep.set_defaults(func=_prepare)
 
     info = sub.add_parser("info", help="describe a raw source or a prepared directory")
@@ -57,6 +71,9 @@ def _reader_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mol-id-key", help="key of the molecule identity (default: detected)")
     parser.add_argument("--units", choices=sorted(UNITS), default="eV",
                         help="energy unit of the source; forces in that unit per Å (default eV)")
+    parser.add_argument("--where", action="append", default=[], metavar="COND",
+                        help="keep only structures with KEY OP VALUE (OP: == != < <= > >= ~), e.g. 'charge==0'; "
+                             "repeat for several conditions, all of which must hold (see docs/data.md)")
 
 
 def _reader_options(args) -> dict:
@@ -65,17 +82,25 @@ def _reader_options(args) -> dict:
 
 
 def _prepare(args) -> int:
-    options = _reader_options(args)
+    from .prepare import prepare_source
+
     command = "symscale data prepare " + " ".join(shlex.quote(a) for a in _argv_of(args))
-    out = write_prepared(read_structures(args.src, **options), args.out, source=str(args.src), seed=args.seed,
-                         val_fraction=args.val_fraction, test_fraction=args.test_fraction, command=command,
-                         reader_options=options, overwrite=args.overwrite)
-    ds = PreparedDataset(out)
-    c = ds.metadata["counts"]
-    sp = ds.metadata["splits"]
-    print(f"wrote {out}: {c['structures']} structures, {c['atoms']} atoms, elements "
-          f"{' '.join(ds.metadata['element_symbols'])}; split {sp['method']}: "
-          + ", ".join(f"{n} {sp[n]['count']}" for n in ("train", "val", "test")))
+    note = (lambda line: None) if args.quiet else (lambda line: print(f"note: {line}", file=sys.stderr))
+    try:
+        out = prepare_source(args.src, args.out, where=args.where, seed=args.seed, val_fraction=args.val_fraction,
+                             test_fraction=args.test_fraction, workers=args.workers, backend=args.backend,
+                             address=args.address, progress=not (args.quiet or args.no_progress),
+                             overwrite=args.overwrite, command=command, note=note, **_reader_options(args))
+    except KeyboardInterrupt:
+        print(f"interrupted: run `{command}` again to continue from the shards already prepared", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        ds = PreparedDataset(out)
+        c, sp, sel = ds.metadata["counts"], ds.metadata["splits"], ds.metadata.get("selection", {})
+        chosen = (f" (selected from {sel['rows']} rows by {' and '.join(sel['where'])})" if sel.get("where") else "")
+        print(f"wrote {out}: {c['structures']} structures{chosen}, {c['atoms']} atoms, elements "
+              f"{' '.join(ds.metadata['element_symbols'])}; split {sp['method']}: "
+              + ", ".join(f"{n} {sp[n]['count']}" for n in ("train", "val", "test")))
     return 0
 
 
@@ -84,82 +109,27 @@ def _argv_of(args) -> list[str]:
     for flag in ("energy_key", "forces_key", "mol_id_key"):
         if getattr(args, flag):
             argv += ["--" + flag.replace("_", "-"), getattr(args, flag)]
+    for cond in args.where:
+        argv += ["--where", cond]
     argv += ["--units", args.units, "--val-fraction", str(args.val_fraction),
              "--test-fraction", str(args.test_fraction), "--seed", str(args.seed)]
     return argv + (["--overwrite"] if args.overwrite else [])
 
 
 # ---------------------------------------------------------------------------------------------- info
-def describe(path: str | Path, **reader_options) -> dict:
-    """A JSON-serialisable description of a raw source or prepared directory (what ``data info`` prints)."""
-    p = Path(path)
-    if p.is_dir() and (p / "metadata.json").is_file():
-        ds = PreparedDataset(p)
-        numbers, offsets = np.asarray(ds.numbers), ds.offsets
-        energy, forces = np.asarray(ds.energy), np.asarray(ds.forces)
-        desc = {"path": str(p), "kind": "prepared", "format_version": ds.metadata["format_version"],
-                "source": ds.metadata.get("source"), "fingerprint": ds.fingerprint,
-                "fingerprint_recorded": "fingerprint" in ds.metadata}
-        mol_ids = [m for m in ds.mol_ids if m]
-        splits = {k: v for k, v in ds.metadata["splits"].items()}
-        normalization = ds.metadata["normalization"]
-    else:
-        numbers_l, counts, energies, forces_l, ids = [], [], [], [], []
-        for s in read_structures(p, require_labels=False, **reader_options):
-            numbers_l.append(s.numbers)
-            counts.append(s.n_atoms)
-            energies.append(np.nan if s.energy is None else s.energy)
-            forces_l.append(np.full((s.n_atoms, 3), np.nan) if s.forces is None else s.forces)
-            ids.append(s.mol_id)
-        if not counts:
-            from ..errors import DataError
-
-            raise DataError(f"{p}: no structures found")
-        numbers = np.concatenate(numbers_l)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        energy, forces = np.asarray(energies), np.concatenate(forces_l)
-        desc = {"path": str(p), "kind": "raw"}
-        mol_ids = [m for m in ids if m]
-        splits = normalization = None
-    n_atoms = np.diff(offsets)
-    z, zc = np.unique(numbers, return_counts=True)
-    labelled = np.isfinite(energy)
-    f_ok = np.isfinite(forces).all(axis=1)
-    per_atom = energy[labelled] / n_atoms[labelled]
-    fnorm = np.linalg.norm(forces[f_ok], axis=1)
-    desc.update({
-        "structures": int(len(n_atoms)), "atoms": int(n_atoms.sum()),
-        "atoms_per_structure": {"min": int(n_atoms.min()), "mean": float(n_atoms.mean()), "max": int(n_atoms.max())},
-        "molecules": len(set(mol_ids)),
-        "elements": {chemical_symbols[int(a)]: int(c) for a, c in zip(z, zc)},
-        "labelled_energy": int(labelled.sum()), "labelled_forces_atoms": int(f_ok.sum()),
-        "energy_per_atom_eV": _summary(per_atom),
-        "force_component_rms_eV_per_A": float(np.sqrt(np.mean(forces[f_ok] ** 2))) if f_ok.any() else None,
-        "force_norm_max_eV_per_A": float(fnorm.max()) if len(fnorm) else None,
-    })
-    if splits is not None:
-        desc["splits"] = splits
-        desc["normalization"] = normalization
-    return desc
-
-
-def _summary(x: np.ndarray) -> dict | None:
-    if len(x) == 0:
-        return None
-    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
-
-
 def _info(args) -> int:
     path = args.path
     if path is None:
         from .prepared import default_dataset_path
 
         path = default_dataset_path()
-    desc = describe(path, **_reader_options(args))
+    desc = describe(path, where=args.where, **_reader_options(args))
     if args.json:
         print(json.dumps(desc, indent=1, ensure_ascii=False))
         return 0
     lines = [f"{desc['path']} ({desc['kind']}{', from ' + str(desc['source']) if desc.get('source') else ''})",
+             *([f"  where        {' and '.join(desc['where'])}: {desc['structures']} of {desc['rows']} rows"]
+               if desc.get("where") else []),
              f"  structures   {desc['structures']}   atoms {desc['atoms']}   molecules {desc['molecules']}",
              "  atoms/struct min {min}  mean {mean:.1f}  max {max}".format(**desc["atoms_per_structure"]),
              "  elements     " + "  ".join(f"{k}:{v}" for k, v in desc["elements"].items()),
@@ -171,6 +141,9 @@ def _info(args) -> int:
     if desc["force_component_rms_eV_per_A"] is not None:
         lines.append(f"  forces       rms {desc['force_component_rms_eV_per_A']:.4f} eV/Å   "
                      f"max |F| {desc['force_norm_max_eV_per_A']:.4f} eV/Å")
+    for key in ("charge", "spin"):
+        if desc.get(key):
+            lines.append(f"  {key:<12} " + "  ".join(f"{v}:{n}" for v, n in desc[key].items()))
     if desc.get("fingerprint"):
         how = ("matches the record made when it was prepared" if desc["fingerprint_recorded"]
                else "computed now: prepared before fingerprints were recorded")

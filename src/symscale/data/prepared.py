@@ -11,36 +11,31 @@ A prepared dataset is a directory (see ``docs/data.md`` for every file and metad
     mol_index.npy      (S,) int32 index into mol_ids.json (molecule identity of each structure)
     mol_ids.json       list of molecule identities ("" = structure without identity)
     cell.npy, pbc.npy  (S, 3, 3) float64 / (S, 3) bool, only when some structure is periodic
+    charge.npy         (S,) int32 total charges, only when the source gives every structure one
+    spin.npy           (S,) int32 spin multiplicities, only when the source gives every structure one
     split_<name>.npy   int64 sorted structure indices of each split (train, val, test)
 
 Positions and forces are stored in float32 (≈1e-7 relative precision, far below the label noise) to keep
 the embedded default dataset small; energies stay float64 because totals reach 1e4–1e5 eV. The directory
-is written under a temporary name beside the target and renamed at the very end, so a failed
-preparation leaves nothing behind.
+is written under a hidden name beside the target and renamed at the very end, so a failed preparation
+leaves nothing that looks finished (:mod:`symscale.data.prepare`).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
-from ase.data import chemical_symbols
 
-from ..atomic import apply_umask
 from ..errors import DataError
-from ..outputs import check_output_dir, mark_dir
 from . import fingerprint
-from .splits import SPLIT_NAMES, make_splits, mol_labels
-from .stats import atom_ranges, fit_normalization
+from .splits import SPLIT_NAMES
+from .stats import atom_ranges
 from .structure import Structure
-from .validate import validate_structure
 
 FORMAT_NAME = "symscale-prepared"
 FORMAT_VERSION = 1
@@ -61,6 +56,10 @@ def write_prepared(structures: Iterable[Structure], out_dir: str | os.PathLike, 
                    overwrite: bool = False) -> Path:
     """Validate ``structures`` and write them as a prepared dataset at ``out_dir`` (atomically).
 
+    The structures are consumed once and written one block at a time (the streaming writer of
+    :mod:`symscale.data.prepare`), so an iterable of any length fits in memory. A source on disk is better
+    prepared with :func:`symscale.data.prepare.prepare_source` (parallel, resumable, ``where``).
+
     Args:
         structures: labelled structures (energy and forces are required).
         out_dir: target directory; it must not exist (or be empty) unless ``overwrite``.
@@ -79,106 +78,11 @@ def write_prepared(structures: Iterable[Structure], out_dir: str | os.PathLike, 
         OutputError: ``out_dir`` cannot be written (checked before reading anything). Nothing is left on
         disk in either case.
     """
-    out = check_output_dir(out_dir, "prepared", overwrite=overwrite, sources=(source,))
-    numbers, positions, forces, energy, counts, mol_ids, cells, pbcs = [], [], [], [], [], [], [], []
-    for idx, s in enumerate(structures):
-        validate_structure(s, idx, source)
-        numbers.append(s.numbers)
-        positions.append(s.positions)
-        forces.append(s.forces)
-        energy.append(float(s.energy))
-        counts.append(s.n_atoms)
-        mol_ids.append(s.mol_id)
-        cells.append(s.cell if s.cell is not None else np.zeros((3, 3)))
-        pbcs.append(s.pbc if s.cell is not None else np.zeros(3, dtype=bool))
-    if not counts:
-        raise DataError(f"{source}: no structures found")
-    arrays: dict[str, np.ndarray] = {
-        "numbers": np.concatenate(numbers).astype(np.int8),
-        "positions": np.concatenate(positions).astype(POSITION_DTYPE),
-        "forces": np.concatenate(forces).astype(FORCE_DTYPE),
-        "energy": np.asarray(energy, dtype=np.float64),
-        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-    }
-    mol_index, mol_names = mol_labels(mol_ids)
-    arrays["mol_index"] = mol_index.astype(np.int32)
-    periodic = bool(np.any(pbcs))
-    if periodic:
-        arrays["cell"] = np.asarray(cells, dtype=np.float64)
-        arrays["pbc"] = np.asarray(pbcs, dtype=bool)
-    has_ids = any(m is not None for m in mol_ids)
-    splits, method = make_splits(len(counts), mol_index if has_ids else None, val_fraction=val_fraction,
-                                 test_fraction=test_fraction, seed=seed)
-    norm = fit_normalization(arrays["numbers"], arrays["offsets"], arrays["energy"], arrays["forces"],
-                             splits["train"])
-    n_atoms = np.diff(arrays["offsets"])
-    elements = sorted(int(z) for z in np.unique(arrays["numbers"]))
-    metadata: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": str(source),
-        "command": command if command is not None else " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "reader_options": dict(reader_options or {}),
-        "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
-        "dtypes": {k: str(v.dtype) for k, v in arrays.items()},
-        "counts": {"structures": len(counts), "atoms": int(n_atoms.sum()),
-                   "molecules": len({m for m in mol_ids if m is not None}),
-                   "min_atoms": int(n_atoms.min()), "max_atoms": int(n_atoms.max())},
-        "elements": elements,
-        "element_symbols": [chemical_symbols[z] for z in elements],
-        "periodic": periodic,
-        "splits": {"method": method, "seed": int(seed), "val_fraction": float(val_fraction),
-                   "test_fraction": float(test_fraction),
-                   **{name: {"file": f"split_{name}.npy", "count": int(len(idx)),
-                             "atoms": int(n_atoms[idx].sum())} for name, idx in splits.items()}},
-        "normalization": {"e0": {str(z): v for z, v in norm["e0"].items()},
-                          "energy_scale": norm["energy_scale"], "force_scale": norm["force_scale"],
-                          "fitted_on": "train", "force_scale_kind": "rms_of_components",
-                          "energy_scale_kind": "rms_of_per_atom_residual", "notes": norm["notes"]},
-    }
-    _atomic_write(out, arrays, splits, mol_names, metadata, overwrite)
-    return out
+    from .prepare import write_structures
 
-
-def _atomic_write(out: Path, arrays: dict[str, np.ndarray], splits: dict[str, np.ndarray],
-                  mol_names: list[str], metadata: dict, overwrite: bool) -> None:
-    created_parents = [p for p in reversed(out.absolute().parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    trash: Path | None = None
-    try:
-        apply_umask(tmp, directory=True)
-        for name, arr in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
-        for name, idx in splits.items():
-            np.save(tmp / f"split_{name}.npy", np.asarray(idx, dtype=np.int64))
-        (tmp / "mol_ids.json").write_text(json.dumps(mol_names))
-        metadata["fingerprint"] = fingerprint.record(tmp)
-        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1) + "\n")
-        mark_dir(tmp, "prepared")
-        if out.exists():
-            if any(out.iterdir()):
-                check_output_dir(out, "prepared", overwrite=overwrite)  # again: it may have changed meanwhile
-                trash = out.parent / f".{out.name}.old-{os.getpid()}"
-                os.rename(out, trash)
-            else:
-                out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if trash is not None and not out.exists():
-            os.rename(trash, out)
-            trash = None
-        for p in reversed(created_parents):
-            try:
-                p.rmdir()
-            except OSError:
-                break
-        raise
-    finally:
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+    return write_structures(structures, out_dir, source=source, seed=seed, val_fraction=val_fraction,
+                            test_fraction=test_fraction, command=command, reader_options=reader_options,
+                            overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -190,6 +94,8 @@ class PreparedDataset:
         metadata: the parsed ``metadata.json``.
         numbers, positions, forces, energy, offsets, mol_index: the (read-only, memory-mapped) arrays.
         cell, pbc: per-structure cells and periodic flags, or ``None`` for a molecular dataset.
+        charge, spin: per-structure total charge and spin multiplicity (int32), or ``None`` when the source
+            gave none.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -218,9 +124,12 @@ class PreparedDataset:
         periodic = (self.path / "cell.npy").is_file()
         self.cell = self._load("cell") if periodic else None
         self.pbc = self._load("pbc") if periodic else None
+        self.charge = self._load("charge") if (self.path / "charge.npy").is_file() else None
+        self.spin = self._load("spin") if (self.path / "spin.npy").is_file() else None
         n_struct, n_at = len(self.energy), len(self.numbers)
         if (len(self.offsets) != n_struct + 1 or self.offsets[-1] != n_at or self.positions.shape != (n_at, 3)
-                or self.forces.shape != (n_at, 3) or len(self.mol_index) != n_struct):
+                or self.forces.shape != (n_at, 3) or len(self.mol_index) != n_struct
+                or any(a is not None and a.shape != (n_struct,) for a in (self.charge, self.spin))):
             raise DataError(f"{self.path}: inconsistent array shapes (corrupted prepared dataset)")
         self._mol_ids: list[str] | None = None
         self._fingerprint: str | None = None
@@ -304,7 +213,8 @@ class PreparedDataset:
         return Structure(numbers=self.numbers[a:b], positions=self.positions[a:b], energy=float(self.energy[i]),
                          forces=self.forces[a:b], cell=None if self.cell is None else self.cell[i],
                          pbc=np.zeros(3, dtype=bool) if self.pbc is None else self.pbc[i],
-                         mol_id=mol or None)
+                         mol_id=mol or None, charge=None if self.charge is None else int(self.charge[i]),
+                         spin=None if self.spin is None else int(self.spin[i]))
 
     def structures(self, indices: Iterable[int]) -> list[Structure]:
         return [self.structure(i) for i in indices]
@@ -322,37 +232,32 @@ def open_dataset(path: str | os.PathLike | PreparedDataset | None = None, **read
     """Open a dataset for training.
 
     Args:
-        path: a prepared directory, a raw source (``.xyz``/``.extxyz``/``.db``/``.aselmdb``/``.npz``), an
-            already open :class:`PreparedDataset`, or ``None`` for the embedded default dataset.
-        reader_options: passed to :func:`symscale.data.readers.read_structures` for a raw source, plus the
-            split options ``seed``, ``val_fraction``, ``test_fraction``.
+        path: a prepared directory, a raw source (``.xyz``/``.extxyz``/``.db``/``.aselmdb``/``.npz`` or a
+            directory of them), an already open :class:`PreparedDataset`, or ``None`` for the embedded
+            default dataset.
+        reader_options: options of :func:`symscale.data.prepare.prepare_source` for a raw source: the reader
+            options, ``where``, the split options ``seed``, ``val_fraction``, ``test_fraction``, ``workers``.
 
-    A raw source is prepared into a temporary directory that lives as long as the returned object.
+    A raw source is prepared into a temporary directory that lives as long as the returned object. With a
+    non-empty ``where`` any source, a prepared directory or the default dataset included, is prepared again
+    into a temporary directory holding the selected structures only.
     """
-    if isinstance(path, PreparedDataset):
+    if isinstance(path, PreparedDataset) and not reader_options.get("where"):
         return path
-    if path is None:
-        default = default_dataset_path()
-        if not (default / "metadata.json").is_file():
-            raise DataError(f"{default}: the embedded default dataset is missing "
+    if path is None or isinstance(path, PreparedDataset):
+        path = default_dataset_path() if path is None else path.path
+        if not (Path(path) / "metadata.json").is_file():
+            raise DataError(f"{path}: the embedded default dataset is missing "
                             "(create it with `symscale data generate` or pass a dataset path)")
-        return PreparedDataset(default)
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or directory")
-    if p.is_dir() and (p / "metadata.json").is_file():
+    if p.is_dir() and (p / "metadata.json").is_file() and not reader_options.get("where"):
         return PreparedDataset(p)
-    from .readers import read_structures
+    from .prepare import temporary_prepare
 
-    split_opts = {k: reader_options.pop(k) for k in ("seed", "val_fraction", "test_fraction")
-                  if k in reader_options}
-    tmp = tempfile.TemporaryDirectory(prefix="symscale-prepared-")
-    try:
-        out = write_prepared(read_structures(p, **reader_options), Path(tmp.name) / "data", source=str(p),
-                             reader_options=reader_options, **split_opts)
-        ds = PreparedDataset(out)
-    except BaseException:
-        tmp.cleanup()
-        raise
+    reader_options.setdefault("note", lambda line: print(f"note: {line}", file=sys.stderr))
+    out, tmp = temporary_prepare(p, **reader_options)
+    ds = PreparedDataset(out)
     ds._tmpdir = tmp  # removed when the dataset is garbage-collected
     return ds

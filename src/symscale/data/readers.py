@@ -5,13 +5,17 @@ Supported sources (chosen by suffix, or by ``format=``):
 * ``.xyz`` / ``.extxyz``: extended XYZ via ASE;
 * ``.db``: ASE SQLite databases; ``.aselmdb``: ASE-LMDB databases (OMol25) via ``ase-db-backends``;
 * ``.npz``: rMD17-style arrays (``nuclear_charges``, ``coords``, ``energies``, ``forces``);
-* a prepared directory (``metadata.json``), or a directory of the files above (read in sorted order).
+* a prepared directory (``metadata.json``), or a directory of the files above (read in sorted order; a
+  ``metadata.npz`` beside OMol25 shards is metadata, not a shard: see :mod:`symscale.data.shards`).
 
 Labels are taken from the given keys, else detected: the attached calculator's ``energy`` / ``forces``,
 then ``atoms.info`` / ``atoms.arrays`` / database key-value pairs and data under the common names
 (``energy``, ``REF_energy``, ...; ``forces``, ``REF_forces``, ...). The molecule identity (``mol_id``) comes
 from ``mol_id``, ``molecule_id``, ``smiles`` or ``source`` when present, else the chemical formula (an
-``.npz`` file is one molecule named after the file).
+``.npz`` file is one molecule named after the file). The total charge and the spin multiplicity are read from
+``charge`` and ``spin`` in ``atoms.info`` / key-value pairs / data when present (OMol25 rows keep them in
+``data``; they must be integers). ``where`` conditions (:mod:`symscale.data.select`) select structures while
+reading: a row left out is neither converted nor validated.
 """
 
 from __future__ import annotations
@@ -19,29 +23,35 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from ase import units as ase_units
+from ase.calculators.calculator import all_properties
 from ase.db.sqlite import SQLite3Database
+from ase.symbols import Symbols
 
 from ..errors import ConfigError, DataError
+from .select import Selection
+from .shards import list_shards
 from .structure import Structure
 from .validate import structure_error, validate_structure
 
 ENERGY_KEYS = ("energy", "REF_energy", "Energy", "total_energy", "dft_energy", "free_energy")
 FORCES_KEYS = ("forces", "REF_forces", "force", "dft_forces")
 MOL_ID_KEYS = ("mol_id", "molecule_id", "smiles", "source")
+#: Keys of the total charge and the spin multiplicity (OMol25 keeps them in each row's ``data``).
+CHARGE_KEY, SPIN_KEY = "charge", "spin"
 #: Energy units accepted by ``units=``; forces are converted with the same factor per Å.
 UNITS = {"eV": 1.0, "kcal/mol": ase_units.kcal / ase_units.mol}
-SUFFIXES = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "db", ".aselmdb": "aselmdb", ".npz": "npz"}
 _NPZ_KEYS = {"numbers": ("nuclear_charges", "numbers", "z", "Z"), "positions": ("coords", "positions", "R"),
              "energy": ("energies", "energy", "E"), "forces": ("forces", "F")}
 
 
 def read_structures(path: str | os.PathLike, *, energy_key: str | None = None, forces_key: str | None = None,
                     units: str = "eV", mol_id_key: str | None = None, format: str | None = None,
-                    validate: bool = True, require_labels: bool = True) -> Iterator[Structure]:
+                    validate: bool = True, require_labels: bool = True,
+                    where: Selection | Sequence[str] | None = None) -> Iterator[Structure]:
     """Iterate the structures of ``path``.
 
     Args:
@@ -52,48 +62,46 @@ def read_structures(path: str | os.PathLike, *, energy_key: str | None = None, f
             labels are converted to eV and eV/Å. Positions are always Å.
         mol_id_key: key holding the molecule identity (detected when ``None``).
         format: ``"extxyz"``, ``"db"``, ``"aselmdb"`` or ``"npz"`` to override the suffix.
-        validate: check each structure (:func:`symscale.data.validate.validate_structure`).
+        validate: check each selected structure (:func:`symscale.data.validate.validate_structure`).
         require_labels: with ``validate``, a structure without energy or forces is an error.
+        where: keep only the structures satisfying every condition (:mod:`symscale.data.select`).
 
     Raises:
         DataError: missing or unreadable file, unsupported format, malformed or invalid structure (the
         message names the file and the structure index).
     """
+    opts = reader_options(energy_key=energy_key, forces_key=forces_key, units=units, mol_id_key=mol_id_key,
+                          validate=validate, require_labels=require_labels, where=where)
+    shards = list_shards(path, format)  # checks the path and every suffix before reading anything
+    return (s for shard in shards for _, s in iter_rows(shard.path, shard.fmt, **opts) if s is not None)
+
+
+def reader_options(*, energy_key: str | None = None, forces_key: str | None = None, units: str = "eV",
+                   mol_id_key: str | None = None, validate: bool = True, require_labels: bool = True,
+                   where: Selection | Sequence[str] | None = None) -> dict:
+    """The keyword arguments of :func:`iter_rows` for the options of :func:`read_structures` (checked)."""
     if units not in UNITS:
         raise ConfigError(f"units: unknown energy unit {units!r} (choose from {', '.join(UNITS)})")
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or directory")
-    opts = dict(energy_key=energy_key, forces_key=forces_key, scale=UNITS[units], mol_id_key=mol_id_key,
-                validate=validate, require_labels=require_labels)
-    if p.is_dir():
-        if (p / "metadata.json").is_file():
-            from .prepared import PreparedDataset
-
-            return iter(PreparedDataset(p))
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
-        if not files:
-            raise DataError(f"{p}: directory holds no prepared dataset and no {'/'.join(SUFFIXES)} files")
-        return (s for f in files for s in _read_file(f, SUFFIXES[f.suffix.lower()], opts))
-    fmt = format or SUFFIXES.get(p.suffix.lower())
-    if fmt not in set(SUFFIXES.values()):
-        raise DataError(f"{p}: unsupported format {p.suffix or format!r} "
-                        f"(expected {', '.join(SUFFIXES)} or a prepared directory)")
-    return _read_file(p, fmt, opts)
+    return dict(energy_key=energy_key, forces_key=forces_key, scale=UNITS[units], mol_id_key=mol_id_key,
+                validate=validate, require_labels=require_labels, where=Selection.of(where))
 
 
-def _read_file(path: Path, fmt: str, opts: dict) -> Iterator[Structure]:
-    reader = {"extxyz": _read_extxyz, "db": _read_db, "aselmdb": _read_db, "npz": _read_npz}[fmt]
-    opts = dict(opts)
-    validate, require = opts.pop("validate"), opts.pop("require_labels")
-    for idx, s in enumerate(reader(path, fmt=fmt, **opts)):
-        if validate:
-            validate_structure(s, idx, str(path), require_labels=require)
-        yield s
+def iter_rows(path: Path, fmt: str, *, energy_key: str | None, forces_key: str | None, scale: float,
+              mol_id_key: str | None, validate: bool, require_labels: bool,
+              where: Selection) -> Iterator[tuple[int, Structure | None]]:
+    """Every row of one shard as ``(index, structure)``, ``structure`` being ``None`` for a row the selection
+    leaves out (so a caller can count rows read). Selected structures are validated when ``validate``."""
+    reader = {"extxyz": _read_extxyz, "db": _read_db, "aselmdb": _read_db, "npz": _read_npz,
+              "prepared": _read_prepared}[fmt]
+    labels = dict(energy_key=energy_key, forces_key=forces_key, scale=scale, mol_id_key=mol_id_key)
+    for idx, s in reader(Path(path), fmt=fmt, where=where, **labels):
+        if s is not None and validate and fmt != "prepared":  # a prepared dataset was validated when written
+            validate_structure(s, idx, str(path), require_labels=require_labels)
+        yield idx, s
 
 
 # ---------------------------------------------------------------------------------------------- ASE sources
-def _read_extxyz(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
+def _read_extxyz(path: Path, *, fmt: str, where: Selection, **opts) -> Iterator[tuple[int, Structure | None]]:
     import ase.io
 
     _check_complete_text(path)
@@ -108,7 +116,10 @@ def _read_extxyz(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
             raise structure_error(str(path), idx, f"unknown element symbol {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any parser failure becomes a one-line DataError
             raise structure_error(str(path), idx, f"cannot parse ({type(exc).__name__}: {exc})") from None
-        yield _from_atoms(atoms, {}, path, idx, **opts)
+        if where and not where.matches(atoms.numbers, (atoms.info,), str(path), idx):
+            yield idx, None
+        else:
+            yield idx, _from_atoms(atoms, {}, path, idx, **opts)
         idx += 1
 
 
@@ -126,11 +137,13 @@ def _check_complete_text(path: Path) -> None:
         raise DataError(f"{path}: the file ends inside a frame (no newline after its last line: truncated?)")
 
 
-def _read_db(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
+def open_database(path: Path, fmt: str):
+    """An ASE database opened read-only (``.db``: SQLite; ``.aselmdb``: LMDB without a lock file), after
+    checking that the file is one; any failure is a one-line DataError naming the file."""
     import ase.db
 
     if fmt == "db":
-        _check_ase_sqlite(path)
+        check_ase_sqlite(path)
     else:
         _check_lmdb(path)
     try:
@@ -139,29 +152,57 @@ def _read_db(path: Path, *, fmt: str, **opts) -> Iterator[Structure]:
         else:
             db = ase.db.connect(str(path), type=fmt, readonly=True)
         db.count()  # touches the file: a corrupt database fails here, not at the first row
-        rows = db.select()
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot open {fmt} database ({type(exc).__name__}: {exc})") from None
+    if not hasattr(db, "close"):
+        db.close = lambda: None
+    return db
+
+
+def _read_db(path: Path, *, fmt: str, where: Selection, **opts) -> Iterator[tuple[int, Structure | None]]:
+    db = open_database(path, fmt)
     try:
+        try:
+            rows = db.select()
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{path}: cannot open {fmt} database ({type(exc).__name__}: {exc})") from None
         idx = 0
         while True:
             try:
                 row = next(rows)
-                atoms = row.toatoms()
-                extra = dict(row.get("data") or {})
-                extra.update(row.key_value_pairs)
+                data = row.get("data") or {}
+                kvp = row.key_value_pairs
+                if where and not where.matches(row.numbers, (kvp, data), str(path), idx):
+                    yield idx, None
+                    idx += 1
+                    continue
+                parts = _row_parts(row)
             except StopIteration:
                 return
+            except DataError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 raise structure_error(str(path), idx, f"cannot read row ({type(exc).__name__}: {exc})") from None
-            yield _from_atoms(atoms, extra, path, idx, **opts)
+            extra = {**data, **kvp}
+            yield idx, _from_parts(*parts, {}, extra, path, idx, **opts)
             idx += 1
     finally:
-        if hasattr(db, "close"):
-            db.close()
+        db.close()
 
 
-def _check_ase_sqlite(path: Path) -> None:
+def _row_parts(row) -> tuple:
+    """``(numbers, positions, cell, pbc, arrays, results)`` of a database row, as ``row.toatoms()`` would give
+    them, without building an ``Atoms`` object and a calculator per row."""
+    numbers = np.asarray(row.numbers)
+    arrays = {"numbers": numbers, "positions": np.asarray(row.positions)}
+    for key in ("initial_magmoms", "initial_charges", "tags", "masses", "momenta"):
+        if key in row:
+            arrays[key] = np.asarray(row.get(key))
+    results = {prop: row[prop] for prop in all_properties if prop in row}
+    return numbers, arrays["positions"], np.asarray(row.cell, dtype=np.float64), np.asarray(row.pbc), arrays, results
+
+
+def check_ase_sqlite(path: Path) -> None:
     """Refuse a ``.db`` file that is not an ASE SQLite database, without writing to it (ASE's own
     ``connect`` would turn an empty or foreign SQLite file into an ASE database)."""
     with open(path, "rb") as fh:
@@ -219,38 +260,65 @@ def _lookup(key: str, *sources: dict) -> Any:
     return None
 
 
-def _from_atoms(atoms, extra: dict, path: Path, idx: int, *, energy_key: str | None, forces_key: str | None,
-                scale: float, mol_id_key: str | None) -> Structure:
+def _from_atoms(atoms, extra: dict, path: Path, idx: int, **opts) -> Structure:
     """A :class:`Structure` from ``ase.Atoms`` (+ database key-value pairs / data in ``extra``)."""
     calc = getattr(atoms, "calc", None)
     results = dict(getattr(calc, "results", {}) or {}) if calc is not None else {}
+    return _from_parts(atoms.numbers, atoms.positions, np.asarray(atoms.cell.array, dtype=np.float64), atoms.pbc,
+                       atoms.arrays, results, atoms.info, extra, path, idx, **opts)
+
+
+def _from_parts(numbers, positions, cell, pbc, arrays: dict, results: dict, info: dict, extra: dict, path: Path,
+                idx: int, *, energy_key: str | None, forces_key: str | None, scale: float,
+                mol_id_key: str | None) -> Structure:
+    """A :class:`Structure` from the pieces of an ``Atoms`` (or database row): labels from the given keys or
+    detected, the molecule identity, the total charge and the spin multiplicity."""
     if energy_key is not None:
-        energy = _lookup(energy_key, atoms.info, results, extra)
+        energy = _lookup(energy_key, info, results, extra)
         if energy is None:
-            found = sorted(set(atoms.info) | set(results) | set(extra))
+            found = sorted(set(info) | set(results) | set(extra))
             raise structure_error(str(path), idx, f"no energy under key {energy_key!r} (found: {', '.join(found)})")
     else:
-        energy = next((v for k in ENERGY_KEYS if (v := _lookup(k, results, atoms.info, extra)) is not None), None)
+        energy = next((v for k in ENERGY_KEYS if (v := _lookup(k, results, info, extra)) is not None), None)
     if forces_key is not None:
-        forces = _lookup(forces_key, atoms.arrays, results, extra)
+        forces = _lookup(forces_key, arrays, results, extra)
         if forces is None:
-            found = sorted(set(atoms.arrays) | set(results) | set(extra))
+            found = sorted(set(arrays) | set(results) | set(extra))
             raise structure_error(str(path), idx, f"no forces under key {forces_key!r} (found: {', '.join(found)})")
     else:
-        forces = next((v for k in FORCES_KEYS if (v := _lookup(k, results, atoms.arrays, extra)) is not None),
-                      None)
+        forces = next((v for k in FORCES_KEYS if (v := _lookup(k, results, arrays, extra)) is not None), None)
     try:
         energy = None if energy is None else float(np.asarray(energy, dtype=np.float64).reshape(())) * scale
         forces = None if forces is None else np.asarray(forces, dtype=np.float64) * scale
     except (TypeError, ValueError) as exc:
         raise structure_error(str(path), idx, f"labels are not numeric ({exc})") from None
     if mol_id_key is not None:
-        mol_id = _lookup(mol_id_key, atoms.info, extra)
+        mol_id = _lookup(mol_id_key, info, extra)
     else:
-        mol_id = next((v for k in MOL_ID_KEYS if (v := _lookup(k, atoms.info, extra)) is not None), None)
+        mol_id = next((v for k in MOL_ID_KEYS if (v := _lookup(k, info, extra)) is not None), None)
     if mol_id is None:
-        mol_id = atoms.get_chemical_formula()
-    return Structure.from_atoms(atoms, energy, forces, mol_id=str(mol_id))
+        mol_id = Symbols(numbers).get_chemical_formula()
+    periodic = bool(np.any(pbc))
+    return Structure(numbers=np.array(numbers), positions=np.array(positions), energy=energy, forces=forces,
+                     cell=cell if periodic else None, pbc=np.array(pbc), mol_id=str(mol_id),
+                     charge=_integer(CHARGE_KEY, info, extra, path, idx),
+                     spin=_integer(SPIN_KEY, info, extra, path, idx))
+
+
+def _integer(key: str, info: dict, extra: dict, path: Path, idx: int) -> int | None:
+    """The integer stored under ``key`` (charge, spin multiplicity), ``None`` when absent."""
+    value = _lookup(key, info, extra)
+    if value is None:
+        return None
+    try:
+        number = float(np.asarray(value).reshape(()))
+    except (TypeError, ValueError):
+        raise structure_error(str(path), idx, f"{key} {value!r} is not a number") from None
+    if not number.is_integer():
+        raise structure_error(str(path), idx, f"{key} {value!r} is not an integer")
+    if abs(number) >= 2**31 - 1:
+        raise structure_error(str(path), idx, f"{key} {value!r} is out of range")
+    return int(number)
 
 
 # ---------------------------------------------------------------------------------------------- npz
@@ -265,8 +333,8 @@ def _npz_array(data, path: Path, role: str, key: str | None) -> np.ndarray:
     raise DataError(f"{path}: no {role} array (looked for {', '.join(names)}; found {', '.join(data.files)})")
 
 
-def _read_npz(path: Path, *, fmt: str, energy_key: str | None, forces_key: str | None, scale: float,
-              mol_id_key: str | None) -> Iterator[Structure]:
+def _read_npz(path: Path, *, fmt: str, where: Selection, energy_key: str | None, forces_key: str | None,
+              scale: float, mol_id_key: str | None) -> Iterator[tuple[int, Structure | None]]:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001
@@ -287,6 +355,27 @@ def _read_npz(path: Path, *, fmt: str, energy_key: str | None, forces_key: str |
         raise DataError(f"{path}: energies have shape {energies.shape}, expected ({n_struct},)")
     if forces.shape != (n_struct, n, 3):
         raise DataError(f"{path}: forces have shape {forces.shape}, expected ({n_struct}, {n}, 3)")
+    keys = ({"mol_id": mol_id},)
     for i in range(n_struct):
-        yield Structure(numbers=numbers, positions=coords[i], energy=float(energies[i]) * scale,
-                        forces=forces[i] * scale, mol_id=mol_id)
+        if where and not where.matches(numbers, keys, str(path), i):
+            yield i, None
+            continue
+        yield i, Structure(numbers=numbers, positions=coords[i], energy=float(energies[i]) * scale,
+                           forces=forces[i] * scale, mol_id=mol_id)
+
+
+# ---------------------------------------------------------------------------------------------- prepared
+def _read_prepared(path: Path, *, fmt: str, where: Selection, **opts) -> Iterator[tuple[int, Structure | None]]:
+    """The structures of a prepared directory; a selection sees ``mol_id``, ``charge`` and ``spin`` (those
+    stored) besides ``n_atoms`` and ``elements``. Labels are stored in eV: reader options do not apply."""
+    from .prepared import PreparedDataset
+
+    ds = PreparedDataset(path)
+    for i in range(len(ds)):
+        s = ds.structure(i)
+        if where:
+            keys = {k: v for k, v in (("mol_id", s.mol_id), ("charge", s.charge), ("spin", s.spin)) if v is not None}
+            if not where.matches(s.numbers, (keys,), str(path), i):
+                yield i, None
+                continue
+        yield i, s

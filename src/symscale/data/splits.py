@@ -16,7 +16,8 @@ from ..errors import ConfigError
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """ConfigError unless both fractions lie in [0, 1) and leave training something."""
     for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not (0.0 <= f < 1.0):
             raise ConfigError(f"{name} must be in [0, 1), got {f}")
@@ -38,7 +39,7 @@ def make_splits(n_structures: int, mol_index: np.ndarray | None = None, *, val_f
         ``({"train": idx, "val": idx, "test": idx}, method)`` with sorted int64 indices and ``method`` either
         ``"by_molecule"`` or ``"random"``. Empty splits are returned as empty arrays.
     """
-    _check_fractions(val_fraction, test_fraction)
+    check_fractions(val_fraction, test_fraction)
     rng = np.random.default_rng(seed)
     wanted = [f for f in (val_fraction, test_fraction) if f > 0]
     if mol_index is not None and n_structures:

@@ -6,9 +6,15 @@ on the training split (composition matrix × E0 ≈ E). What the network learns 
 * ``energy_scale`` (eV/atom): the RMS over training structures of the per-atom residual
   ``(E - Σ E0[Z]) / n_atoms``;
 * ``force_scale`` (eV/Å): the RMS over all training force *components*.
+
+:func:`fit_normalization` works on arrays in memory; :func:`fit_normalization_streaming` gives the same
+numbers from data read in blocks (two passes, memory independent of the dataset size), which is what
+preparing a dataset uses.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -104,3 +110,86 @@ def atom_ranges(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
     # position within each run + the run's start
     run_starts = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
     return np.arange(total, dtype=np.int64) + run_starts
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+#: One block of structures for :func:`fit_normalization_streaming`: atomic numbers, atoms per structure,
+#: energies, forces (``None`` when not asked for) and which of the block's structures are in training.
+Block = tuple[np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None", np.ndarray]
+
+
+def fit_normalization_streaming(blocks: Callable[[bool], Iterable[Block]], elements: np.ndarray,
+                                n_train: int) -> dict:
+    """:func:`fit_normalization` over data read block by block, in memory independent of the data size.
+
+    ``blocks(with_forces)`` iterates the dataset's structures in consecutive blocks (see :data:`Block`);
+    it is called twice. Pass 1 accumulates the QR factor ``R`` of the augmented training composition matrix
+    ``[C | E]`` (TSQR: ``R ← qr([R; block])``, an ``(n_el + 1)²`` matrix whatever the number of structures)
+    and the sum of squared training force components. Because ``[C | E] = Q R``, the least-squares problem
+    ``C · E0 ≈ E`` has the same solutions as ``R_C · E0 ≈ z`` (``z`` the last column's upper part) and the
+    same singular values, so ``numpy.linalg.lstsq`` on ``R`` with the cut-off :func:`fit_normalization` uses
+    (``eps · max(S_train, n_elements)``) gives the same minimum-norm ``E0``, rank-deficient cases included,
+    without forming the normal equations (whose conditioning is the square of ``C``'s). Pass 2 computes the
+    per-atom residuals with the fitted ``E0``. Results equal :func:`fit_normalization`'s up to rounding.
+
+    Args:
+        blocks: the block iterator factory.
+        elements: sorted atomic numbers of the whole dataset (the columns; training may lack some).
+        n_train: number of training structures (the ``True`` entries over all blocks).
+    """
+    elements = np.asarray(elements, dtype=np.int64)
+    notes: list[str] = []
+    e0 = {int(z): 0.0 for z in elements}
+    if n_train == 0:
+        notes.append("no training structures: E0 = 0 and unit scales")
+        return {"e0": e0, "energy_scale": 1.0, "force_scale": 1.0, "notes": notes}
+    k = len(elements)
+    r = np.zeros((0, k + 1))
+    present = np.zeros(k, dtype=bool)
+    f_sq, f_count = 0.0, 0
+    for numbers, n_atoms, energy, forces, train in blocks(True):
+        if not train.any():
+            continue
+        comp = _block_composition(numbers, n_atoms, elements, train)
+        present |= comp.sum(axis=0) > 0
+        r = np.linalg.qr(np.vstack([r, np.column_stack([comp, energy[train]])]), mode="r")
+        atom_mask = np.repeat(train, n_atoms)
+        f = np.asarray(forces[atom_mask], dtype=np.float64)
+        f_sq += float(np.sum(f * f))
+        f_count += f.size
+    r_c = np.zeros((k, k))
+    z = np.zeros(k)
+    rows = min(k, r.shape[0])
+    r_c[:rows], z[:rows] = r[:rows, :k], r[:rows, k]
+    cols = np.flatnonzero(present)
+    rcond = np.finfo(np.float64).eps * max(n_train, len(cols))
+    solution, *_ = np.linalg.lstsq(r_c[:, cols], z, rcond=rcond)
+    for z_, value in zip(elements[cols], solution):
+        e0[int(z_)] = float(value)
+    for z_ in elements[~present]:
+        notes.append(f"element Z={int(z_)} absent from the training split: E0 set to 0")
+    res_sq = 0.0
+    for numbers, n_atoms, energy, _, train in blocks(False):
+        if not train.any():
+            continue
+        comp = _block_composition(numbers, n_atoms, elements, train)
+        residual = (energy[train] - comp[:, cols] @ solution) / n_atoms[train].astype(np.float64)
+        res_sq += float(np.sum(residual ** 2))
+    energy_scale = float(np.sqrt(res_sq / n_train))
+    force_scale = float(np.sqrt(f_sq / f_count)) if f_count else 0.0
+    if not energy_scale > 1e-12:
+        notes.append("per-atom energy residual RMS is zero: energy_scale set to 1.0")
+        energy_scale = 1.0
+    if not force_scale > 1e-12:
+        notes.append("force RMS is zero: force_scale set to 1.0")
+        force_scale = 1.0
+    return {"e0": e0, "energy_scale": energy_scale, "force_scale": force_scale, "notes": notes}
+
+
+def _block_composition(numbers: np.ndarray, n_atoms: np.ndarray, elements: np.ndarray,
+                       keep: np.ndarray) -> np.ndarray:
+    """``(keep.sum(), n_elements)`` element counts of the kept structures of one block (one ``bincount``)."""
+    k = len(elements)
+    struct = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    counts = np.bincount(struct * k + np.searchsorted(elements, numbers), minlength=len(n_atoms) * k)
+    return counts.reshape(len(n_atoms), k)[keep].astype(np.float64)

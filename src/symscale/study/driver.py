@@ -1,12 +1,14 @@
 """The study driver: ``symscale study STUDY.yaml`` from the YAML file to the report.
 
 1. check everything that can be checked before anything is created: the study file, the data (opened as the
-   runs will open it), every architecture's model options (each model built once), the run configurations,
-   and the executor (a Ray cluster is connected to, a private instance started). A failure here is one line
-   and leaves the file system as it was: no study directory, lock, store or ``study.yaml`` appears, and an
-   existing study directory is not touched;
-2. create the study directory, take the driver lock, generate the data into ``<study>/data`` if asked, and
-   register the runs (stable ids) in the store (``<study>/study.db``);
+   runs will open it; a raw source or a selection is prepared, beside the study directory: :mod:`.datasets`),
+   every architecture's model options (each model built once), the run configurations, and the executor
+   (a Ray cluster is connected to, a private instance started). A failure here is one line and leaves the
+   study directory as it was: no study directory, lock, store or ``study.yaml`` appears, and an existing
+   study directory is not touched;
+2. create the study directory, take the driver lock, generate the data into ``<study>/data`` if asked (or
+   move the prepared data into ``<study>/prepared/<key>``), and register the runs (stable ids) in the store
+   (``<study>/study.db``);
 3. run every run that is not finished on the chosen executor, recording evaluation points as they appear
    and each outcome when it ends (the driver is the store's only writer);
 4. fit the laws on the study's runs and write ``<study>/laws.json`` and ``<study>/report/report.html``.
@@ -29,7 +31,8 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..outputs import check_output_dir, mark_dir
-from ..errors import ConfigError, DataError, SymscaleError
+from ..errors import ConfigError, SymscaleError
+from .datasets import check_data, resolve_data, stage_data
 from .schema import StudyConfig, expand, load_study_config
 from .store import Store
 from .worker import PROGRESS_NAME, read_json, read_rows
@@ -51,48 +54,7 @@ class StudyResult:
         return 1 if bad or self.report_error else 0
 
 
-def data_path(cfg: StudyConfig, study_dir: Path) -> str | None:
-    """The dataset the runs read (``None`` = the embedded set; ``<study>/data`` when generated); reads nothing."""
-    spec = cfg.data
-    if spec.embedded:
-        return None
-    return spec.path if spec.path is not None else str(study_dir / "data")
-
-
 _STAND_IN = "0" * 64  # a well-formed content fingerprint for checking run configs before the data exist
-
-
-def _to_generate(cfg: StudyConfig, study_dir: Path) -> bool:
-    return cfg.data.generate is not None and not (study_dir / "data" / "metadata.json").is_file()
-
-
-def check_data(cfg: StudyConfig, study_dir: Path, source: str = "study") -> tuple[str | None, str | None]:
-    """``(data_path(...), content fingerprint)`` after opening the dataset as the runs will: a missing path or a
-    file that is not a dataset is a one-line DataError. Data still to be generated have no fingerprint yet.
-    Creates nothing."""
-    path = data_path(cfg, study_dir)
-    if cfg.data.path is not None and not Path(path).exists():
-        raise DataError(f"{source}: data.path: {path} does not exist")
-    if _to_generate(cfg, study_dir):
-        return path, None
-    from ..data import open_dataset
-
-    return path, open_dataset(path).fingerprint
-
-
-def resolve_data(cfg: StudyConfig, study_dir: Path, quiet: bool = False) -> str | None:
-    """The dataset path (as :func:`check_data`), generating ``<study>/data`` first when the study asks for it
-    and it is not there yet."""
-    if _to_generate(cfg, study_dir):
-        from ..data.generate import generate
-
-        g, path = cfg.data.generate, str(study_dir / "data")
-        if not quiet:
-            print(f"== generating data into {path} ({g.molecules} molecules x {g.per_molecule})", flush=True)
-        generate(path, n_molecules=g.molecules, structures_per_molecule=g.per_molecule,
-                 temperatures=tuple(g.temperatures), workers=g.workers, seed=g.seed, stride=g.stride,
-                 progress=not quiet and sys.stdout.isatty())
-    return check_data(cfg, study_dir)[0]
 
 
 def check_models(cfg: StudyConfig, source: str = "study") -> None:
@@ -263,6 +225,9 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
         check_models(cfg, source)
         # data still to be generated: the run configs are checked with a stand-in fingerprint, the ids come later
         plan = expand(cfg, data, study_dir, source=source, fingerprint=fingerprint or _STAND_IN)
+        if fingerprint is None and cfg.data.generate is None:  # a raw source or a selection, prepared beside
+            fingerprint = stage_data(cfg, study_dir, quiet)   # the study directory: bad rows leave it untouched
+            plan = expand(cfg, data, study_dir, source=source, fingerprint=fingerprint)
         executor.connect([p.job() for p in plan])
         # 2. the study directory, its lock, the data, the store
         try:
@@ -271,8 +236,8 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
             raise ConfigError(f"out: cannot create the study directory {study_dir} ({exc.strerror or exc})") from None
         mark_dir(study_dir, "study")
         lock.acquire()
+        resolve_data(cfg, study_dir, quiet)  # generated data made, or prepared data moved into the study
         if fingerprint is None:
-            resolve_data(cfg, study_dir, quiet)
             plan = expand(cfg, data, study_dir, source=source)
         ids = [p.id for p in plan]
         with Store(study_dir) as store:

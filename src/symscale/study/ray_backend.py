@@ -168,6 +168,12 @@ class RayExecutor:
         self._probed = False
 
     # ------------------------------------------------------------------ connection
+    @property
+    def ray(self):
+        """The ``ray`` module while connected (after :meth:`connect`, until :meth:`close`), else ``None``;
+        ``symscale data prepare --backend ray`` submits its own tasks through it."""
+        return self._ray
+
     def probe(self) -> None:
         """Within seconds, a one-line ConfigError unless a Ray cluster answers at ``address`` (see
         :func:`~symscale.study.ray_probe.probe_address`); starts nothing. :meth:`connect` probes as well."""

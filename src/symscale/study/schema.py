@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import ConfigError
 from ..data.neighbors import MAX_CUTOFF, MIN_CUTOFF
 from ..train.config import (MAX_SEED, EvaluationConfig, LossConfig, OptimizerConfig, RunConfig, SymmetryConfig,
-                            _format_errors, parse_config, read_yaml)
+                            _format_errors, check_where, parse_config, read_yaml)
 from ..train.metrics import variant_tag
 
 
@@ -45,14 +45,23 @@ class GenerateSpec(_Strict):
 
 class DataSpec(_Strict):
     """``path`` (a prepared directory or any raw source), ``embedded`` (the shipped GFN2-xTB set) or
-    ``generate``; exactly one. ``cutoff``, ``max_neighbors`` and ``val_size`` as in a run config."""
+    ``generate``; exactly one. ``where``: the subset to train on (``KEY OP VALUE`` conditions, all of which
+    must hold, e.g. ``[charge==0, spin==1]``; with ``path`` or ``embedded``). A raw source, or any source with
+    ``where``, is prepared once into ``<study>/prepared/<key>`` (see :mod:`symscale.study.datasets`).
+    ``cutoff``, ``max_neighbors`` and ``val_size`` as in a run config."""
 
     path: str | None = None
     embedded: bool = False
     generate: GenerateSpec | None = None
+    where: list[str] = Field(default_factory=list)
     cutoff: float = Field(5.0, ge=MIN_CUTOFF, le=MAX_CUTOFF)
     max_neighbors: int | None = Field(None, ge=1)
     val_size: int | None = Field(256, ge=1)
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: list[str]) -> list[str]:
+        return check_where(v)
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSpec":
@@ -60,6 +69,8 @@ class DataSpec(_Strict):
                                 ("generate", self.generate)) if v is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of path, embedded, generate (got {', '.join(given) or 'none'})")
+        if self.where and self.generate is not None:
+            raise ValueError("where selects from a path or the embedded set; generate makes the data it is asked for")
         return self
 
 

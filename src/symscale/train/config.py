@@ -39,15 +39,24 @@ class DataConfig(_Strict):
     on a fixed seeded subset of the training split, a count of structures (int) or a fraction (float in
     (0, 1]); combine with ``epochs`` > 1 for multi-epoch runs. ``fingerprint``: the content fingerprint
     (SHA-256, :mod:`symscale.data.fingerprint`) the data must have; filled in from the data when a run
-    starts, so a run (and a resume) never silently trains on data that changed.
+    starts, so a run (and a resume) never silently trains on data that changed. ``where``: train on the
+    structures satisfying every condition (``KEY OP VALUE``, e.g. ``charge==0``; see
+    :mod:`symscale.data.select`): the source is then prepared with that selection into a temporary directory
+    when the run starts.
     """
 
     path: str | None = None
+    where: list[str] = Field(default_factory=list)
     fingerprint: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     cutoff: float = Field(5.0, ge=MIN_CUTOFF, le=MAX_CUTOFF)
     max_neighbors: int | None = Field(None, ge=1)
     val_size: int | None = Field(256, ge=1)
     subset: int | float | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: list[str]) -> list[str]:
+        return check_where(v)
 
     @field_validator("subset")
     @classmethod
@@ -55,6 +64,16 @@ class DataConfig(_Strict):
         if (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
             raise ValueError(f"must be a count >= 1 or a fraction in (0, 1], got {v!r}")
         return v
+
+
+def check_where(conditions: list[str]) -> list[str]:
+    """``conditions`` in canonical form (``charge==0``); ValueError naming the first invalid one."""
+    from ..data.select import parse_condition
+
+    try:
+        return [parse_condition(c, label=str(i)).text for i, c in enumerate(conditions)]
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class ModelConfig(_Strict):
@@ -173,7 +192,10 @@ class RunConfig(_Strict):
         """``name`` or ``<family>-w<width>-<8 hex digits of the config hash>``."""
         if self.name:
             return self.name
-        blob = json.dumps(self.model_dump(mode="json", exclude={"out", "name", "group"}), sort_keys=True)
+        dump = self.model_dump(mode="json", exclude={"out", "name", "group"})
+        if not dump["data"]["where"]:  # ids of runs from before selections existed stay the same
+            del dump["data"]["where"]
+        blob = json.dumps(dump, sort_keys=True)
         return f"{self.model.family}-w{self.model.width}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
     def to_yaml(self) -> str:

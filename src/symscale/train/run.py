@@ -68,7 +68,7 @@ def prepare(cfg: RunConfig, device: torch.device, dataset=None) -> RunSetup:
 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     if dataset is None:
-        dataset = open_dataset(cfg.data.path)
+        dataset = open_dataset(cfg.data.path, where=cfg.data.where)
     norm = dataset.normalization
     options = dict(cfg.model.options)
     options.setdefault("cutoff", cfg.data.cutoff)
@@ -201,7 +201,7 @@ def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | N
         raise ConfigError(f"dtype: bfloat16 autocast needs CUDA (device resolved to {device.type})")
     from ..data import open_dataset
 
-    dataset = open_dataset(cfg.data.path)
+    dataset = open_dataset(cfg.data.path, where=cfg.data.where)
     cfg = cfg.model_copy(update={"out": str(run_dir), "data": cfg.data.model_copy(
         update={"fingerprint": _data_fingerprint(cfg, dataset)})})
     resolved_yaml = cfg.to_yaml()
