@@ -23,7 +23,6 @@ output (a lock in the partial directory).
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import glob
 import hashlib
 import json
@@ -36,6 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..atomic import apply_umask, write_text
 from ..errors import ConfigError, DataError
+from ..locks import try_lock, write_pid
 from ..outputs import check_output_dir, mark_dir
 from . import fingerprint
 from .convert import shard_task
@@ -260,17 +260,10 @@ class _Workspace:
 
 def _lock(path: Path, out: Path):
     fh = open(path / ".lock", "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        pid = fh.read().strip() or "?"
-        fh.close()
-        raise ConfigError(f"--out: another symscale process (pid {pid}) is preparing {out}") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
+    pid = try_lock(fh)
+    if pid is not None:
+        raise ConfigError(f"--out: another symscale process (pid {pid}) is preparing {out}")
+    write_pid(fh)
     return fh
 
 

@@ -81,6 +81,11 @@ def fit_normalization(numbers: np.ndarray, offsets: np.ndarray, energy: np.ndarr
     _mark_ranges(atom_mask, starts, ends)
     f_train = np.asarray(forces)[atom_mask].astype(np.float64)
     force_scale = float(np.sqrt(np.mean(f_train ** 2))) if f_train.size else 0.0
+    return _normalization(e0, energy_scale, force_scale, notes)
+
+
+def _normalization(e0: dict, energy_scale: float, force_scale: float, notes: list[str]) -> dict:
+    """The normalisation record; a zero scale (constant labels) becomes 1.0 with a note."""
     if not energy_scale > 1e-12:
         notes.append("per-atom energy residual RMS is zero: energy_scale set to 1.0")
         energy_scale = 1.0
@@ -177,13 +182,7 @@ def fit_normalization_streaming(blocks: Callable[[bool], Iterable[Block]], eleme
         res_sq += float(np.sum(residual ** 2))
     energy_scale = float(np.sqrt(res_sq / n_train))
     force_scale = float(np.sqrt(f_sq / f_count)) if f_count else 0.0
-    if not energy_scale > 1e-12:
-        notes.append("per-atom energy residual RMS is zero: energy_scale set to 1.0")
-        energy_scale = 1.0
-    if not force_scale > 1e-12:
-        notes.append("force RMS is zero: force_scale set to 1.0")
-        force_scale = 1.0
-    return {"e0": e0, "energy_scale": energy_scale, "force_scale": force_scale, "notes": notes}
+    return _normalization(e0, energy_scale, force_scale, notes)
 
 
 def _block_composition(numbers: np.ndarray, n_atoms: np.ndarray, elements: np.ndarray,

@@ -21,7 +21,6 @@ refused before step 1 does anything costly).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -30,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text
-from ..outputs import check_output_dir, mark_dir
 from ..errors import ConfigError, SymscaleError
+from ..locks import try_lock, write_pid
+from ..outputs import check_output_dir, mark_dir
 from .datasets import check_data, resolve_data, stage_data
 from .schema import StudyConfig, expand, load_study_config
 from .store import Store
@@ -116,20 +116,13 @@ class _DriverLock:
                 if not create:
                     return  # no lock file yet (or no directory): nothing to wait for
                 raise ConfigError(f"{self.path}: cannot create the driver lock ({exc.strerror or exc})") from None
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                pid = fh.read().strip() or "?"
-                fh.close()
+            pid = try_lock(fh)
+            if pid is not None:
                 raise ConfigError(f"{self.path.parent}: another symscale study process (pid {pid}) is running "
-                                  f"this study") from None
+                                  f"this study")
             self.fh = fh
         if create:
-            self.fh.seek(0)
-            self.fh.truncate()
-            self.fh.write(str(os.getpid()))
-            self.fh.flush()
+            write_pid(self.fh)
 
     def release(self) -> None:
         if self.fh is not None:
