@@ -1,5 +1,6 @@
 """The ``symscale`` command line. It only maps arguments onto the library; each area registers its own
-sub-commands (``data``, ``train``/``eval``/``md``, ``fit``/``report``, ``study``/``status``).
+sub-commands (``data``, ``train``/``eval``/``md``, ``fit``/``report``, ``study``/``status``,
+``plan``).
 
 Errors raised as :class:`symscale.errors.SymscaleError` (bad files, missing keys, impossible configs) are
 printed as one line on stderr with exit status 2; nothing else is caught.
@@ -19,6 +20,7 @@ _AREAS = [
     "symscale.train.cli",
     "symscale.laws.cli",
     "symscale.study.cli",
+    "symscale.plan.cli",
 ]
 
 

@@ -56,7 +56,7 @@ def results():
     return out
 
 
-NEW_KEYS = {"identified", "interval_method"}
+NEW_KEYS = {"identified", "interval_method", "replicates", "throughput"}
 
 
 def _walk(ref, new, path=""):

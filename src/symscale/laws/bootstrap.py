@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from . import allocation, checks, frontier, sumlaw
+from . import allocation, checks, frontier, sumlaw, throughput
 from .io import GroupData
 from .solvers import CHUNK
 
@@ -353,6 +353,10 @@ def boot_samples(res: GroupAnalysis) -> dict[str, np.ndarray]:
     return {k: np.where(m, getattr(boot, k), np.nan) for k, m in ok.items()}
 
 
+#: Most sum-law replicates a summary keeps (``"replicates"``, read by ``symscale plan``): the first ones drawn.
+SUMMARY_REPLICATES = 1000
+
+
 def _summarise(res: GroupAnalysis, holdout: float) -> dict:
     data, fit, boot = res.data, res.fit, res.boot
     residual = res.method == "residual"
@@ -403,6 +407,11 @@ def _summarise(res: GroupAnalysis, holdout: float) -> dict:
     out["sumlaw_objective"] = float(fit.objective[0])
     out["n_bootstrap"] = 0 if res.front_c.boot_fixed is None else int(res.front_c.boot_fixed.gamma.size)
     out["runs"] = _inventory(data)
+    # the planner's inputs: sum-law replicates (6 significant digits; null without a fitted law or bootstrap)
+    # and the measured throughput (null without wall time)
+    out["replicates"] = ({k: [float(f"{v:.6g}") for v in b(k)[:SUMMARY_REPLICATES]] for k in ("L_inf", "A", "B",
+                          "alpha", "beta")} if boot is not None and res.ident.sumlaw_fitted else None)
+    out["throughput"] = throughput.fit_throughput(data)
     out["warnings"] = checks.warnings(out, data, res.ident)
     return out
 
