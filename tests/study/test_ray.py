@@ -223,8 +223,8 @@ class TestSharedInstance:
             RayExecutor(cpus_per_run=4).connect(jobs)
         with pytest.raises(ConfigError, match=r"^device: 'cuda' runs need a GPU but the Ray cluster has none$"):
             RayExecutor().connect(make_jobs(tmp_path / "study", device="cuda"))
-        with pytest.raises(ConfigError, match=r"^dtype: bfloat16 needs CUDA, but runs with device 'auto' train"):
-            RayExecutor().connect(make_jobs(tmp_path / "study", device="auto", dtype="bfloat16"))
+        with pytest.raises(ConfigError, match=r"^gpus_per_run: 0.5 GPU per run but the Ray cluster has none$"):
+            RayExecutor(gpus_per_run=0.5).connect(make_jobs(tmp_path / "study", device="auto"))
         executor = RayExecutor()
         executor.connect(jobs)
         executor.connect(jobs)  # connected already: nothing to do

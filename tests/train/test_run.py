@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from symscale.train import checkpoint as ckpt
-from symscale.train.metrics import METRIC_KEYS, SUMMARY_KEYS
+from symscale.train.metrics import METRIC_KEYS, PRECISION_KEYS, SUMMARY_KEYS
 from symscale.train.run import run
 
 GEMNET = {"family": "gemnet", "width": 8, "options": {"num_layers": 2, "body_order": 3}}
@@ -29,7 +29,7 @@ def rows(run_dir):
 def test_tiny_run_learns_and_records_contract(emt_dataset, tmp_path):
     run_dir = run(config(emt_dataset, model=GEMNET, epochs=2, evaluation={"points": 4}), out=tmp_path / "r")
     m = rows(run_dir)
-    assert [sorted(r) for r in m] == [sorted(METRIC_KEYS)] * len(m)
+    assert [sorted(r) for r in m] == [sorted(METRIC_KEYS + PRECISION_KEYS)] * len(m)
     assert len(m) >= 3
     assert m[-1]["loss"] < 0.7 * m[0]["loss"], [r["loss"] for r in m]
     for a, b in zip(m, m[1:]):

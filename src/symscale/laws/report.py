@@ -214,11 +214,14 @@ def _num(v) -> str:
 
 
 def write_report(doc: dict, out_dir: str | Path, image_dir: str | Path | None = None,
-                 title: str = "symscale laws report") -> tuple[Path, Path]:
+                 title: str = "symscale laws report",
+                 extra: list[tuple[str, list[str], list[str], list[list[str]]]] = ()) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` into ``out_dir``; returns both paths.
 
     ``image_dir`` (default ``out_dir``) holds the PNG/SVG figures of :mod:`.plots`; the HTML embeds the PNGs,
-    the markdown links to them by relative path.
+    the markdown links to them by relative path. ``extra``: further sections ``(heading, lines, header,
+    rows)`` from the caller (e.g. a study's learning-rate tuning), each a bullet list and a table, placed
+    after the fitted quantities.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +252,11 @@ def write_report(doc: dict, out_dir: str | Path, image_dir: str | Path | None = 
     for (heading, md_table), (_, html_table) in [x for x in sections if x[0][0] not in tail]:
         parts_md.append(f"## {heading}\n\n{md_table}")
         parts_html.append(f"<h2>{html.escape(heading)}</h2>{html_table}")
+    for heading, lines, header, rows in extra:
+        bullets_md = "".join(f"- {ln}\n" for ln in lines)
+        bullets_html = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines)
+        parts_md.append(f"## {heading}\n\n{bullets_md}\n{_table(header, rows, True)}")
+        parts_html.append(f"<h2>{html.escape(heading)}</h2><ul>{bullets_html}</ul>{_table(header, rows, False)}")
     parts_md.append("## Figures\n")
     parts_html.append("<h2>Figures</h2>")
     for img in images:

@@ -18,8 +18,16 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="executor (default local)")
     p.add_argument("--address", default=None, help="Ray cluster address (auto, host:port); default: a private "
                                                    "local Ray instance")
-    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: the number of CPU cores, or "
-                                                             "the Ray cluster's CPUs)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: the number of CPU cores; "
+                                                             "GPUs x runs-per-gpu for GPU runs; or the Ray "
+                                                             "cluster's CPUs)")
+    p.add_argument("--gpus", default=None, metavar="N|I,J",
+                   help="local GPU runs: the first N visible GPUs, or those indices (default: all); each worker "
+                        "is pinned to one GPU (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--runs-per-gpu", type=int, default=None, metavar="K",
+                   help="local GPU runs: runs trained at once on each GPU (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=None, metavar="X",
+                   help="Ray: GPUs each cuda/auto run requests, in (0, 1] (0.5: two runs share a GPU)")
     p.add_argument("--out", default=None, help="study directory (default: the file's `out`, else runs/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="train failed and diverged runs again")
     p.add_argument("--no-report", action="store_true", help="skip the fits and the report")
@@ -37,7 +45,8 @@ def _study(args: argparse.Namespace) -> int:
 
     result = run_study(args.study, backend=args.backend, workers=args.workers, address=args.address,
                        out=args.out, retry_failed=args.retry_failed, quiet=args.quiet,
-                       report=not args.no_report)
+                       report=not args.no_report, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
+                       gpus_per_run=args.gpus_per_run)
     return result.exit_code
 
 
@@ -60,6 +69,8 @@ def _status(args: argparse.Namespace) -> int:
     with Store(study_dir, create=False) as store:
         meta = store.meta("study") or {}
         planned_ids = meta.get("run_ids")
+        if planned_ids is not None:  # the learning-rate sweep's runs are the study's too
+            planned_ids = planned_ids + meta.get("tune_run_ids", [])
         runs = store.runs()
     table = Table(title=f"study {meta.get('name', study_dir)} ({study_dir})")
     for col in ("run", "group", "width", "N", "status", "tokens", "best loss", "wall s", "note"):

@@ -10,7 +10,8 @@
    move the prepared data into ``<study>/prepared/<key>``), and register the runs (stable ids) in the store
    (``<study>/study.db``);
 3. run every run that is not finished on the chosen executor, recording evaluation points as they appear
-   and each outcome when it ends (the driver is the store's only writer);
+   and each outcome when it ends (the driver is the store's only writer); with ``tune:``, the learning-rate
+   sweep runs first, and the study's runs train at the learning rates it chose (:mod:`.tune`);
 4. fit the laws on the study's runs and write ``<study>/laws.json`` and ``<study>/report/report.html``.
 
 Running the same command again skips finished runs and resumes interrupted ones from their checkpoints;
@@ -35,6 +36,7 @@ from ..outputs import check_output_dir, mark_dir
 from .datasets import check_data, resolve_data, stage_data
 from .schema import StudyConfig, expand, load_study_config
 from .store import Store
+from .tune import TUNE_NAME, run_tuning
 from .worker import PROGRESS_NAME, read_json, read_rows
 
 
@@ -169,36 +171,55 @@ class _Recorder:
         self.display.finished(job, outcome)
 
 
-def make_executor(backend: str, workers: int | None, address: str | None, max_retries: int):
-    """``workers=None``: the number of CPU cores here (local) or the Ray cluster's CPUs (ray)."""
+def make_executor(backend: str, workers: int | None, address: str | None, max_retries: int, *,
+                  device: str = "cpu", gpus: str | None = None, runs_per_gpu: int | None = None,
+                  gpus_per_run: float | None = None):
+    """``workers=None``: the number of CPU cores here (local; GPUs × ``runs_per_gpu`` when the runs train on
+    GPUs, see :func:`~symscale.study.devices.plan_gpus`) or the Ray cluster's CPUs (ray). ``device``: the
+    study's device; ``gpus`` / ``runs_per_gpu`` are local options, ``gpus_per_run`` a Ray one."""
     if backend == "local":
         if address:
             raise ConfigError("--address: only meaningful with --backend ray")
+        if gpus_per_run is not None:
+            raise ConfigError("--gpus-per-run: only meaningful with --backend ray (use --runs-per-gpu locally)")
+        from .devices import plan_gpus
         from .executor import LocalExecutor
 
-        return LocalExecutor(workers=workers or os.cpu_count() or 1, max_retries=max_retries)
+        plan = plan_gpus(device, gpus, runs_per_gpu)
+        default = plan.slots if plan is not None else os.cpu_count() or 1
+        return LocalExecutor(workers=workers or default, max_retries=max_retries,
+                             gpus=plan.gpus if plan is not None else None)
     if backend == "ray":
+        for flag, value in (("--gpus", gpus), ("--runs-per-gpu", runs_per_gpu)):
+            if value is not None:
+                raise ConfigError(f"{flag}: only meaningful with --backend local (Ray places runs on GPUs; "
+                                  f"use --gpus-per-run)")
         try:
             from .ray_backend import RayExecutor
         except ImportError as exc:
             raise ConfigError(f"--backend ray: Ray is not installed ({exc}); pip install 'symscale[ray]'") from None
-        return RayExecutor(address=address, workers=workers, max_retries=max_retries)
+        return RayExecutor(address=address, workers=workers, max_retries=max_retries, gpus_per_run=gpus_per_run)
     raise ConfigError(f"--backend: unknown backend {backend!r} (choose local or ray)")
 
 
 def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers: int | None = None,
               address: str | None = None, out: str | os.PathLike | None = None, retry_failed: bool = False,
-              quiet: bool = False, report: bool = True) -> StudyResult:
+              quiet: bool = False, report: bool = True, gpus: str | None = None, runs_per_gpu: int | None = None,
+              gpus_per_run: float | None = None) -> StudyResult:
     """Run the study described by ``study_file``; see the module docstring.
 
     Args:
         backend: ``local`` (worker processes here) or ``ray``.
-        workers: parallel runs (default: the number of CPU cores, or the Ray cluster's CPUs).
+        workers: parallel runs (default: the number of CPU cores, GPUs × ``runs_per_gpu`` for local GPU runs,
+            or the Ray cluster's CPUs).
         address: a Ray cluster address (``auto``, ``host:port``); ``None`` starts a private one.
         out: study directory (overrides the file's ``out``).
         retry_failed: run failed and diverged runs again.
         quiet: no progress display (one line per run start/end is still printed unless quiet).
         report: fit the laws and write the report at the end.
+        gpus, runs_per_gpu: local GPU runs: which GPUs (a count or indices, default all) and how many runs each
+            trains at once (default 1); see :mod:`symscale.study.devices`.
+        gpus_per_run: Ray: GPUs each ``cuda`` / ``auto`` run requests, in (0, 1].
     """
     from .display import Display
 
@@ -207,7 +228,8 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
     study_dir = Path(out) if out is not None else cfg.study_dir()
     if workers is not None and workers < 1:
         raise ConfigError("--workers: must be at least 1")
-    executor = make_executor(backend, workers, address, cfg.max_retries)
+    executor = make_executor(backend, workers, address, cfg.max_retries, device=cfg.device, gpus=gpus,
+                             runs_per_gpu=runs_per_gpu, gpus_per_run=gpus_per_run)
     lock = _DriverLock(study_dir)
     try:
         # 1. checks: nothing is created (and an existing study directory is not touched) until they pass
@@ -235,27 +257,37 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
         ids = [p.id for p in plan]
         with Store(study_dir) as store:
             _report_data_change(store, plan[0].config.data.fingerprint, ids)
+
+            def train(runs: list, todo: list) -> None:  # the executor trains `todo` (of `runs`); the store
+                display = Display(runs, quiet=quiet)
+                display.start(len(todo), backend)
+                try:
+                    executor.run([p.job() for p in todo], _Recorder(store, display))
+                except KeyboardInterrupt:
+                    display.stop()
+                    print(f"interrupted: rerun `symscale study {study_file}` to resume", file=sys.stderr)
+                    raise
+                display.stop()
+
+            tune_ids: list[str] = []
+            if cfg.tune is not None:  # 3a. the learning-rate sweep (.tune); the runs then train at its choices
+                plan, tune_ids = run_tuning(cfg, plan, study_dir, store, train, retry_failed=retry_failed,
+                                            quiet=quiet, source=source)
+                ids = [p.id for p in plan]
             store.add_runs(plan)
             store.reset_interrupted()
             if retry_failed:
                 store.reset_failed(ids)
             store.set_meta("study", {"file": str(Path(study_file).resolve()), "name": cfg.name,
                                      "config": cfg.model_dump(mode="json"), "run_ids": ids,
+                                     "tune_run_ids": tune_ids,
                                      "data_fingerprint": plan[0].config.data.fingerprint})
             write_text(study_dir / "study.yaml", Path(study_file).read_text())
             status = {r["id"]: r["status"] for r in store.runs(ids)}
             todo = [p for p in plan if status[p.id] == "pending"]
             # 3. the runs
-            display = Display(plan, quiet=quiet)
-            display.start(len(todo), backend)
             t0 = time.perf_counter()
-            try:
-                executor.run([p.job() for p in todo], _Recorder(store, display))
-            except KeyboardInterrupt:
-                display.stop()
-                print(f"interrupted: rerun `symscale study {study_file}` to resume", file=sys.stderr)
-                raise
-            display.stop()
+            train(plan, todo)
             counts: dict[str, int] = {}
             for r in store.runs(ids):
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -287,6 +319,7 @@ def write_study_report(study_dir: Path, run_ids: list[str], cfg: StudyConfig, qu
     from ..laws.plots import write_all
     from ..laws.report import write_report
     from .store import load_groups
+    from .tune_report import read_tune, tune_section
 
     r = cfg.report
     groups = {name: drop_warmup(g, r.drop_fraction) for name, g in load_groups(study_dir, run_ids).items()}
@@ -297,7 +330,8 @@ def write_study_report(study_dir: Path, run_ids: list[str], cfg: StudyConfig, qu
     write_all(results, out)
     write_text(out / "fit.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
     write_text(study_dir / "laws.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    html, _ = write_report(doc, out)
+    tune = study_dir / TUNE_NAME
+    html, _ = write_report(doc, out, extra=[tune_section(read_tune(tune))] if cfg.tune and tune.is_file() else [])
     if not quiet:
         print(table(doc))
         print(f"report: {html}")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..errors import ConfigError
+from .devices import ENV, GpuPool, child_env
 from .worker import OUTCOME_NAME, read_json, read_rows
 
 POLL_S = 0.5
@@ -51,16 +52,12 @@ class Executor(Protocol):
         """Release what :meth:`connect` started; safe to call at any time, more than once."""
 
 
-def check_devices(jobs: list[dict], *, gpu: bool, auto_gpu: bool, where: str) -> None:
-    """ConfigError when a job could never train ``where``: ``device: cuda`` without a GPU (``gpu``), or
-    ``dtype: bfloat16`` on the CPU (its autocast needs CUDA); ``auto_gpu``: ``device: auto`` gets a GPU."""
+def check_devices(jobs: list[dict], *, gpu: bool, where: str) -> None:
+    """ConfigError when a job could never train ``where``: ``device: cuda`` and no GPU (``gpu`` false).
+    (``dtype: bfloat16`` autocasts on the CPU as well as on CUDA, so it needs no check.)"""
     for job in jobs:
-        device, dtype = job["config"].get("device"), job["config"].get("dtype")
-        if device == "cuda" and not gpu:
+        if job["config"].get("device") == "cuda" and not gpu:
             raise ConfigError(f"device: 'cuda' runs need a GPU but {where} has none")
-        if dtype == "bfloat16" and (device == "cpu" or (device == "auto" and not auto_gpu)):
-            raise ConfigError(f"dtype: bfloat16 needs CUDA, but runs with device {device!r} train on the CPU on "
-                              f"{where}")
 
 
 def died_outcome(job: dict, reason: str, wall_s: float) -> dict:
@@ -74,30 +71,42 @@ def died_outcome(job: dict, reason: str, wall_s: float) -> dict:
 class LocalExecutor:
     """``workers`` processes on this machine, one torch thread each, one run per process.
 
+    ``gpus``: the ``CUDA_VISIBLE_DEVICES`` entries of the GPUs to train on (see
+    :mod:`symscale.study.devices`); each worker process is started with ``CUDA_VISIBLE_DEVICES`` set to the
+    one GPU :class:`~symscale.study.devices.GpuPool` gives it (the least loaded), so its run trains on
+    ``cuda:0``. ``None`` (CPU runs) sets nothing. ``target``: the function a worker process runs with the
+    job (default :func:`symscale.study.worker.process_main`); it must be importable by name in a fresh
+    interpreter (workers are spawned).
+
     A fresh process per run isolates crashes (a segfault or an out-of-memory kill fails one attempt, not
     the pool). A worker that dies without an outcome (killed by a signal) is restarted up to
     ``max_retries`` times; the run resumes from its last checkpoint. Workers die with the driver (Linux
     ``PR_SET_PDEATHSIG``), so a killed driver leaves no orphan training behind.
     """
 
-    def __init__(self, workers: int = 1, max_retries: int = 2):
+    def __init__(self, workers: int = 1, max_retries: int = 2, gpus: tuple[str, ...] | list[str] | None = None,
+                 target: Callable[[dict], None] | None = None):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = int(workers)
         self.max_retries = int(max_retries)
+        self.gpus = tuple(gpus) if gpus else None
+        self.target = target
 
     def probe(self) -> None:
         """Nothing to probe: the workers are processes on this machine."""
 
     def connect(self, jobs: list[dict]) -> None:
         """Nothing to start; ConfigError when this machine could never train one of ``jobs``."""
-        if any(j["config"].get("device") in ("cuda", "auto") for j in jobs):
+        if self.gpus:
+            gpu = True
+        elif any(j["config"].get("device") == "cuda" for j in jobs):
             import torch
 
             gpu = torch.cuda.is_available()
         else:
             gpu = False
-        check_devices(jobs, gpu=gpu, auto_gpu=gpu, where="this machine")
+        check_devices(jobs, gpu=gpu, where="this machine")
 
     def close(self) -> None:
         """Nothing to release: each :meth:`run` ends its worker processes itself."""
@@ -106,26 +115,32 @@ class LocalExecutor:
         from .worker import process_main
 
         ctx = mp.get_context("spawn")
+        target = self.target or process_main
+        pool = GpuPool(self.gpus) if self.gpus else None
         queue = list(jobs)
         attempts: dict[str, int] = {}
         spent: dict[str, float] = {}  # wall time of a job's earlier attempts that died
-        running: dict[str, tuple] = {}  # run_id -> (process, job, start time)
+        running: dict[str, tuple] = {}  # run_id -> (process, job, start time, GPU or None)
         try:
             while queue or running:
                 while queue and len(running) < self.workers:
                     job = queue.pop(0)
                     attempts[job["run_id"]] = attempts.get(job["run_id"], 0) + 1
-                    proc = ctx.Process(target=process_main, args=(job,), name=f"symscale-{job['run_id']}")
-                    proc.start()
-                    running[job["run_id"]] = (proc, job, time.perf_counter())
+                    proc = ctx.Process(target=target, args=(job,), name=f"symscale-{job['run_id']}")
+                    gpu = pool.acquire() if pool is not None else None
+                    with child_env({ENV: gpu} if gpu is not None else {}):
+                        proc.start()
+                    running[job["run_id"]] = (proc, job, time.perf_counter(), gpu)
                     events.started(job)
                 time.sleep(POLL_S)
-                for run_id, (proc, job, t0) in list(running.items()):
+                for run_id, (proc, job, t0, gpu) in list(running.items()):
                     events.poll(job)
                     if proc.is_alive():
                         continue
                     proc.join()
                     del running[run_id]
+                    if gpu is not None:
+                        pool.release(gpu)
                     wall = time.perf_counter() - t0 + spent.get(run_id, 0.0)
                     outcome = read_json(Path(job["run_dir"]) / OUTCOME_NAME)
                     if outcome is not None and proc.exitcode == 0:
@@ -142,7 +157,7 @@ class LocalExecutor:
                     else:
                         events.finished(job, died_outcome(job, f"{why} (after {attempts[run_id]} attempts)", wall))
         finally:
-            for proc, _, _ in running.values():
+            for proc, *_ in running.values():
                 if proc.is_alive():
                     proc.kill()
                 proc.join()

@@ -26,6 +26,7 @@ Ray is an optional dependency (``pip install 'symscale[ray]'``); it is imported 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -72,6 +73,39 @@ def train_task(job: dict, threads: int, node_local: bool, seed: list) -> dict:
                           threads=threads)
         outcome["files"] = {name: (local / name).read_bytes() for name in RUN_FILES if (local / name).is_file()}
     return outcome
+
+
+def check_gpus_per_run(gpus: float | None) -> float | None:
+    """``gpus_per_run`` validated: a fraction of one GPU in ``(0, 1]`` (``0.25``: four runs share a GPU), or
+    ``None``; a run trains on one device, so it never asks for more than one GPU."""
+    if gpus is None:
+        return None
+    gpus = float(gpus)
+    if not (math.isfinite(gpus) and 0 < gpus <= 1):
+        raise ConfigError(f"gpus_per_run: must be in (0, 1] (a run trains on one GPU; 0.5 = two runs per GPU), "
+                          f"got {gpus:g}")
+    return gpus
+
+
+def task_options(job: dict, *, cpus_per_run: int, gpus_per_run: float | None, max_retries: int) -> dict:
+    """The Ray options of ``job``'s task (``remote.options(**task_options(...))``).
+
+    GPUs: without ``gpus_per_run`` a ``device: cuda`` run requests one GPU and any other none (``auto`` then
+    trains on the CPU); with it, ``cuda`` and ``auto`` runs request ``gpus_per_run`` (Ray shares a GPU
+    among ``1 / gpus_per_run`` such tasks and sets ``CUDA_VISIBLE_DEVICES`` to it) and ``cpu`` runs none. A
+    task without a GPU gets ``CUDA_VISIBLE_DEVICES=""``. ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` are
+    ``cpus_per_run``.
+    """
+    device = job["config"].get("device")
+    if gpus_per_run is None:
+        gpus: float = 1 if device == "cuda" else 0
+    else:
+        gpus = gpus_per_run if device in ("cuda", "auto") else 0
+    env = {"OMP_NUM_THREADS": str(cpus_per_run), "MKL_NUM_THREADS": str(cpus_per_run)}
+    if not gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return {"num_cpus": cpus_per_run, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False,
+            "runtime_env": {"env_vars": env}, "name": f"symscale-{job['run_id']}"}
 
 
 def _failure_reason(exc: BaseException, attempts: int) -> str:
@@ -138,16 +172,18 @@ class RayExecutor:
             this many times; the retry resumes from the run's checkpoint. A run's own failure (bad config,
             data error, exception in training) is an outcome, never retried.
         cpus_per_run: CPUs each task requests; it trains with that many torch threads.
+        gpus_per_run: GPUs each ``cuda`` or ``auto`` run requests, in ``(0, 1]`` (``--gpus-per-run``; see
+            :func:`task_options`); ``None``: one GPU for ``cuda`` runs, none for ``auto``.
         node_local: ``True`` always trains node-locally and ships the files back; ``None`` (default) reads
             ``SYMSCALE_RAY_NODE_LOCAL`` and otherwise decides per task (run directory's parent missing).
         object_store_memory: bytes for a private instance's object store (Ray's default when ``None``).
 
-    A job whose config device is ``cuda`` requests one GPU; every other job requests none and sees no GPU
-    (``auto`` resolves to CPU under Ray).
+    Without ``gpus_per_run`` a job whose config device is ``cuda`` requests one GPU; every other job requests
+    none and sees no GPU (``auto`` resolves to CPU under Ray).
     """
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_retries: int = 2,
-                 cpus_per_run: int = 1, *, node_local: bool | None = None,
+                 cpus_per_run: int = 1, *, gpus_per_run: float | None = None, node_local: bool | None = None,
                  object_store_memory: int | None = None):
         if workers is not None and workers < 1:
             raise ConfigError(f"workers: must be >= 1 (got {workers})")
@@ -159,6 +195,7 @@ class RayExecutor:
         self.workers = None if workers is None else int(workers)
         self.max_retries = int(max_retries)
         self.cpus_per_run = int(cpus_per_run)
+        self.gpus_per_run = check_gpus_per_run(gpus_per_run)
         if node_local is None:
             node_local = os.environ.get(NODE_LOCAL_ENV, "").strip().lower() in ("1", "true", "yes")
         self.node_local = bool(node_local)
@@ -245,9 +282,19 @@ class RayExecutor:
         cpus = int(res.get("CPU", 0))
         if cpus < self.cpus_per_run:
             raise ConfigError(f"cpus_per_run: {self.cpus_per_run} CPUs per run but the Ray cluster has {cpus}")
-        # a run without ``device: cuda`` requests no GPU, so ``auto`` trains on the CPU under Ray
-        check_devices(jobs, gpu=res.get("GPU", 0) >= 1, auto_gpu=False, where="the Ray cluster")
-        return self.workers or max(1, cpus // self.cpus_per_run)
+        gpus = float(res.get("GPU", 0))
+        asked = [task_options(j, cpus_per_run=self.cpus_per_run, gpus_per_run=self.gpus_per_run,
+                              max_retries=0)["num_gpus"] for j in jobs]
+        need = max(asked, default=0)
+        if self.gpus_per_run is not None and need and gpus < need:
+            raise ConfigError(f"gpus_per_run: {self.gpus_per_run:g} GPU per run but the Ray cluster has "
+                              f"{'none' if gpus == 0 else f'{gpus:g}'}")
+        # without gpus_per_run a run without ``device: cuda`` requests no GPU: ``auto`` trains on the CPU
+        check_devices(jobs, gpu=gpus >= 1 or (need > 0 and gpus >= need), where="the Ray cluster")
+        limit = max(1, cpus // self.cpus_per_run)
+        if need:  # GPU runs: no more in flight than the cluster's GPUs can hold at once
+            limit = min(limit, max(1, math.floor(gpus / need + 1e-9)))
+        return self.workers or limit
 
     # ------------------------------------------------------------------ running
     def run(self, jobs: list[dict], events: Events) -> None:
@@ -292,10 +339,6 @@ class RayExecutor:
                 self.close()
 
     def _submit(self, ray, remote, job: dict):
-        gpus = 1 if job["config"].get("device") == "cuda" else 0
-        env = {"OMP_NUM_THREADS": str(self.cpus_per_run), "MKL_NUM_THREADS": str(self.cpus_per_run)}
-        if not gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ""
         parent = Path(job["run_dir"]).parent
         try:  # a task then finds the parent on a shared filesystem and trains in place
             parent.mkdir(parents=True, exist_ok=True)
@@ -303,10 +346,9 @@ class RayExecutor:
             raise ConfigError(f"out: cannot create the runs directory {parent} ({exc.strerror or exc})") from None
         files = _seed_files(job)
         seed_ref = ray.put(files) if files else None
-        ref = remote.options(
-            num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=self.max_retries, retry_exceptions=False,
-            runtime_env={"env_vars": env}, name=f"symscale-{job['run_id']}",
-        ).remote(job, self.cpus_per_run, self.node_local, [seed_ref] if seed_ref is not None else [])
+        ref = remote.options(**task_options(
+            job, cpus_per_run=self.cpus_per_run, gpus_per_run=self.gpus_per_run, max_retries=self.max_retries,
+        )).remote(job, self.cpus_per_run, self.node_local, [seed_ref] if seed_ref is not None else [])
         return ref, seed_ref
 
     def _collect(self, ray, ref, job: dict, t0: float) -> dict:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ..errors import ConfigError
 from ..data.neighbors import MAX_CUTOFF, MIN_CUTOFF
@@ -74,10 +75,15 @@ class DataSpec(_Strict):
         return self
 
 
+_POSITIVE = TypeAdapter(Annotated[int, Field(ge=1)])
+
+
 class Architecture(_Strict):
     """One family of the staircase at several widths. ``label`` names its group in the laws (default:
     the family, suffixed with the symmetry variant, e.g. ``mpnn-aug``); give distinct labels to two
-    entries of one family (e.g. ``esen-l2`` and ``esen-l4``). The optional fields override the study's."""
+    entries of one family (e.g. ``esen-l2`` and ``esen-l4``). The optional fields override the study's.
+    ``tokens`` may also map some of the widths to their own budgets (``{64: 200000}``, written by ``symscale
+    plan design``); a width it does not list trains for the entry's ``epochs``, else the study's budget."""
 
     family: str
     widths: list[int] = Field(..., min_length=1)
@@ -85,10 +91,38 @@ class Architecture(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     symmetry: SymmetryConfig = Field(default_factory=SymmetryConfig)
     optimizer: dict[str, Any] = Field(default_factory=dict)
-    tokens: int | None = Field(None, ge=1)
+    tokens: int | dict[int, int] | None = None
     epochs: float | None = Field(None, gt=0, le=1e6)
     batch_size: int | None = Field(None, ge=1)
     base_width: int | None = Field(None, ge=1)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens(cls, v: Any) -> int | dict[int, int] | None:
+        """An integer >= 1, or ``{width: integer >= 1}`` (widths checked against ``widths`` below)."""
+        try:
+            if isinstance(v, dict):
+                return {_POSITIVE.validate_python(k): _POSITIVE.validate_python(t) for k, t in v.items()}
+            return None if v is None else _POSITIVE.validate_python(v)
+        except ValidationError as exc:
+            raise ValueError(f"{exc.errors()[0]['msg']} (an integer >= 1, or a mapping width: integer >= 1)") from None
+
+    @model_validator(mode="after")
+    def _token_widths(self) -> "Architecture":
+        if isinstance(self.tokens, dict):
+            extra = sorted(set(self.tokens) - set(self.widths))
+            if extra:
+                raise ValueError(f"tokens: width {extra[0]} is not one of the widths {self.widths}")
+        return self
+
+    def budget(self, width: int, tokens: int | None, epochs: float | None) -> tuple[int | None, float | None]:
+        """(tokens, epochs) of ``width``: its entry in a ``tokens`` mapping, else the entry's ``tokens`` /
+        ``epochs``, else the study's (``tokens``, ``epochs``)."""
+        if isinstance(self.tokens, dict):
+            if width in self.tokens:
+                return self.tokens[width], None
+            return (None, self.epochs) if self.epochs else (tokens, epochs)
+        return (self.tokens, self.epochs) if (self.tokens or self.epochs) else (tokens, epochs)
 
     @field_validator("widths")
     @classmethod
@@ -122,6 +156,55 @@ class ReportSpec(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
+class TuneSpec(_Strict):
+    """A learning-rate sweep that runs before the study (``tune:``; :mod:`symscale.study.tune`).
+
+    The grid is ``lrs`` (explicit, at least two) or ``points`` values log-spaced from ``lr_min`` to
+    ``lr_max`` (rounded to 3 significant digits). Each architecture trains once per grid value at its μP
+    base width (``base_width``, else its smallest width) for ``max(fractions)`` of that width's budget; the
+    validation loss is read at every fraction of ``fractions`` from the same runs, and the best value at the
+    largest fraction becomes the architecture's learning rate at every width. ``check_transfer``: sweep the
+    widest width too and report whether its best value lies within one grid step of the base width's.
+    """
+
+    lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=2)
+    lr_min: float | None = Field(None, gt=0)
+    lr_max: float | None = Field(None, gt=0)
+    points: int = Field(5, ge=2, le=50)
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.1, 0.25],
+                                                                  min_length=1)
+    check_transfer: bool = True
+
+    @model_validator(mode="after")
+    def _grid(self) -> "TuneSpec":
+        ranged = self.lr_min is not None or self.lr_max is not None
+        if (self.lrs is None) == (not ranged):
+            raise ValueError("give either lrs or lr_min and lr_max")
+        if self.lrs is not None:
+            if "points" in self.model_fields_set:
+                raise ValueError("points: only with lr_min and lr_max (lrs is the grid)")
+            if len(set(self.lrs)) != len(self.lrs):
+                raise ValueError("lrs: values must be distinct")
+        elif self.lr_min is None or self.lr_max is None:
+            raise ValueError(f"{'lr_max' if self.lr_max is None else 'lr_min'}: missing (lr_min and lr_max "
+                             f"go together)")
+        elif not self.lr_min < self.lr_max:
+            raise ValueError(f"lr_min ({self.lr_min:g}) must be below lr_max ({self.lr_max:g})")
+        elif len(set(self.grid())) != self.points:
+            raise ValueError(f"points: {self.points} values between {self.lr_min:g} and {self.lr_max:g} are not "
+                             f"distinct at 3 significant digits")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError("fractions: values must be distinct")
+        return self
+
+    def grid(self) -> list[float]:
+        """The learning rates of the sweep, ascending."""
+        if self.lrs is not None:
+            return sorted(self.lrs)
+        ratio = self.lr_max / self.lr_min
+        return [float(f"{self.lr_min * ratio ** (i / (self.points - 1)):.3g}") for i in range(self.points)]
+
+
 class StudyConfig(_Strict):
     """A scaling study. Budget per run: ``tokens`` (atoms) or ``epochs`` (default: one epoch)."""
 
@@ -139,8 +222,26 @@ class StudyConfig(_Strict):
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
+    tf32: bool = False
+    loader_workers: int = Field(0, ge=0, le=64)
     max_retries: int = Field(2, ge=0)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    tune: TuneSpec | None = None
+
+    @field_validator("tune")
+    @classmethod
+    def _tuned_lr(cls, v: TuneSpec | None, info: ValidationInfo) -> TuneSpec | None:
+        """With ``tune`` the learning rate comes from the sweep: an explicit one would do nothing."""
+        if v is not None:
+            opt = info.data.get("optimizer")
+            if opt is not None and "lr" in opt.model_fields_set:
+                raise ValueError("optimizer.lr is set, but with tune the sweep chooses the learning rate; "
+                                 "remove one of them")
+            for i, arch in enumerate(info.data.get("architectures") or []):
+                if "lr" in arch.optimizer:
+                    raise ValueError(f"architectures.{i}.optimizer.lr is set, but with tune the sweep chooses "
+                                     f"the learning rate; remove one of them")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
@@ -213,8 +314,8 @@ def expand(study: StudyConfig, data_path: str | None, study_dir: Path | None = N
     for i, arch in enumerate(study.architectures):
         group = arch.group()
         opt = {**study.optimizer.model_dump(mode="json"), **arch.optimizer}
-        tokens, epochs = (arch.tokens, arch.epochs) if (arch.tokens or arch.epochs) else (study.tokens, study.epochs)
         for width in arch.widths:
+            tokens, epochs = arch.budget(width, study.tokens, study.epochs)
             for seed in study.seeds:
                 cfg = {
                     "group": group,
@@ -230,11 +331,14 @@ def expand(study: StudyConfig, data_path: str | None, study_dir: Path | None = N
                     "symmetry": arch.symmetry.model_dump(mode="json"),
                     "seed": seed, "device": study.device, "dtype": study.dtype,
                 }
+                if study.tf32:  # only when on: ids from before the option stay the same
+                    cfg["tf32"] = True
                 ident = dict(cfg, data={k: v for k, v in cfg["data"].items() if k != "path"})
                 digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
                 run_id = f"{group}-w{width}-s{seed}-{digest}"
                 run_dir = study_dir / "runs" / run_id
-                config = parse_config({**cfg, "name": run_id, "out": str(run_dir)},
+                config = parse_config({**cfg, "loader_workers": study.loader_workers,  # not in the id
+                                       "name": run_id, "out": str(run_dir)},
                                       source=f"{source}: architectures.{i}")
                 runs.append(PlannedRun(run_id, group, arch.family, width, seed, config, run_dir))
     return runs

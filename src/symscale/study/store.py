@@ -207,9 +207,11 @@ def load_groups(study_dir: str | Path, run_ids: Iterable[str] | None = None, los
 
     Rules match :func:`symscale.laws.io.load_study`: a ``diverged`` run keeps the points before its first
     non-finite loss; ``pending`` / ``running`` runs contribute what they have logged; ``failed`` runs none.
-    Groups with fewer than two runs are left out (a power law in N needs at least two sizes).
+    Groups with fewer than two runs are left out (a power law in N needs at least two sizes), and so are the
+    learning-rate sweep runs (group ``<group>@tune``, :mod:`symscale.study.tune`).
     """
     from ..laws.io import assemble
+    from .tune import is_tune_group
 
     if loss_key not in EVAL_COLUMNS:
         raise DataError(f"loss key {loss_key!r} is not stored (choose from {', '.join(EVAL_COLUMNS)})")
@@ -218,7 +220,7 @@ def load_groups(study_dir: str | Path, run_ids: Iterable[str] | None = None, los
         kappas: dict[str, list[float]] = {}
         status: dict[tuple, str] = {}
         for run in store.runs(run_ids):
-            if run["status"] == "failed":
+            if run["status"] == "failed" or is_tune_group(run["grp"]):
                 continue
             for e in store.evals(run["id"]):
                 loss = e[loss_key]

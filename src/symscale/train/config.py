@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..data.neighbors import MAX_CUTOFF, MIN_CUTOFF
 from ..errors import ConfigError
@@ -157,7 +157,9 @@ class SymmetryConfig(_Strict):
 class RunConfig(_Strict):
     """One training run. Budget: ``tokens`` (atoms) or ``epochs`` (passes over the training data, or
     over ``data.subset``; fractions allowed); neither = one epoch. ``group``: the laws group the run
-    belongs to (default: the family plus its symmetry/data-reuse variant tag)."""
+    belongs to (default: the family plus its symmetry/data-reuse variant tag). Precision (``dtype``,
+    ``tf32``): :mod:`symscale.train.precision`. ``loader_workers``: background processes building batches
+    ahead (:mod:`symscale.data.prefetch`; the same batches in the same order whatever the number)."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN, max_length=200)
     group: str | None = None
@@ -174,6 +176,8 @@ class RunConfig(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
+    tf32: bool = False
+    loader_workers: int = Field(0, ge=0, le=64)
     out: str | None = None
 
     @model_validator(mode="after")
@@ -181,6 +185,15 @@ class RunConfig(_Strict):
         if self.tokens is not None and self.epochs is not None:
             raise ValueError("give either tokens or epochs, not both")
         return self
+
+    @field_validator("tf32")
+    @classmethod
+    def _tf32(cls, v: bool, info: ValidationInfo) -> bool:
+        dtype, device = info.data.get("dtype"), info.data.get("device")
+        if v and (dtype == "float64" or device == "cpu"):
+            raise ValueError(f"TF32 matmuls are a CUDA float32 mode; they cannot apply with "
+                             f"{'dtype: float64' if dtype == 'float64' else 'device: cpu'}")
+        return v
 
     # ------------------------------------------------------------------ derived
     @property
@@ -192,9 +205,12 @@ class RunConfig(_Strict):
         """``name`` or ``<family>-w<width>-<8 hex digits of the config hash>``."""
         if self.name:
             return self.name
-        dump = self.model_dump(mode="json", exclude={"out", "name", "group"})
+        # loader_workers changes how batches are built, not what is trained
+        dump = self.model_dump(mode="json", exclude={"out", "name", "group", "loader_workers"})
         if not dump["data"]["where"]:  # ids of runs from before selections existed stay the same
             del dump["data"]["where"]
+        if not dump["tf32"]:  # nor those of runs from before the tf32 option
+            del dump["tf32"]
         blob = json.dumps(dump, sort_keys=True)
         return f"{self.model.family}-w{self.model.width}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 

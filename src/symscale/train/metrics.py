@@ -20,6 +20,9 @@ from .loss import ErrorSums, LossFunction
 
 METRIC_KEYS = ("step", "tokens", "params", "kappa", "compute", "flops_measured", "train_time_s",
                "energy_mae_per_atom", "force_mae", "force_l2", "loss")
+#: How the run computed (:meth:`symscale.train.precision.Precision.record`): the config ``dtype`` and
+#: whether TF32 matmuls were in effect; in every ``metrics.jsonl`` record and in ``summary.json``.
+PRECISION_KEYS = ("precision", "tf32")
 SUMMARY_KEYS = ("run_id", "model", "width", "params", "kappa", "status", "reason", "tokens", "steps")
 
 
@@ -100,7 +103,7 @@ class MetricsLog:
         return rows
 
     def append(self, record: dict[str, Any]) -> None:
-        missing = [k for k in METRIC_KEYS if k not in record]
+        missing = [k for k in METRIC_KEYS + PRECISION_KEYS if k not in record]
         if missing:
             raise KeyError(f"metrics record lacks {missing}")
         with open(self.path, "a") as fh:
@@ -163,3 +166,24 @@ def variant_tag(symmetry_cfg, subset=None, epochs=None) -> str | None:
     if subset is not None or (epochs is not None and epochs > 1):
         parts.append(f"subset{subset if subset is not None else 'all'}x{epochs if epochs is not None else 1:g}")
     return "+".join(parts) or None
+
+
+def run_summary(cfg, setup, counters: dict, status: str, reason: str | None, last: dict | None = None) -> dict:
+    """The ``summary.json`` of a run: its config ``cfg`` (:class:`~symscale.train.config.RunConfig`), what
+    :func:`symscale.train.run.prepare` built (``setup``), the step / token / time ``counters``, its
+    ``status`` and ``reason``, and ``last``, the last evaluation record with a finite loss (``final``)."""
+    out = {"run_id": cfg.run_id(), "model": cfg.model.family, "width": cfg.model.width, "params": setup.params,
+           "kappa": setup.kappa, "status": status, "reason": reason, "tokens": int(counters["tokens"]),
+           "steps": int(counters["step"]),
+           "variant": variant_tag(cfg.symmetry, cfg.data.subset, cfg.epochs), "budget_tokens": int(setup.budget),
+           "compute_multiplier": setup.multiplier,
+           "train_time_s": float(counters["train_time_s"]), "device": str(setup.device), "dtype": cfg.dtype,
+           **setup.precision.record(), "loader_workers": cfg.loader_workers,
+           "lr_groups": {g["name"]: {"lr": g["base_lr"], "tensors": len(g["params"])}
+                         for g in setup.optimizer.param_groups}}
+    if cfg.group:
+        out["group"] = cfg.group
+    if last is not None:
+        out["final"] = {k: last[k] for k in ("step", "tokens", "compute", "loss", "energy_mae_per_atom",
+                                             "force_mae", "force_l2")}
+    return out

@@ -13,7 +13,6 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,15 +22,17 @@ import torch
 
 from ..atomic import write_text
 from ..errors import ConfigError
+from ..data.prefetch import Prefetcher, to_device
 from ..outputs import check_output_dir, mark_dir
 from . import checkpoint as ckpt_mod
 from .config import RunConfig, load_config, parse_config
 from .guards import resolve_device
 from .loss import LossFunction
-from .metrics import (EvalSchedule, MetricsLog, compute_multiplier, evaluate, evaluation_points,
-                      variant_tag, write_json_atomic)
+from .metrics import (EvalSchedule, MetricsLog, compute_multiplier, evaluate, evaluation_points, run_summary,
+                      write_json_atomic)
 from .optim import (build_optimizer, clip_gradients, cosine_factor, eval_mode, hidden_parameters,
                     parameter_groups, set_lr, train_mode)
+from .precision import Precision, resolve_precision
 
 FLOPS_PROBE_BATCHES = 3  # training batches whose step FLOPs are measured
 StepCallback = Callable[[dict[str, Any]], None]
@@ -56,6 +57,7 @@ class RunSetup:
     kappa: float
     flops_per_token: float
     multiplier: float
+    precision: Precision
     hidden: list[str] = field(default_factory=list)
 
 
@@ -66,7 +68,8 @@ def prepare(cfg: RunConfig, device: torch.device, dataset=None) -> RunSetup:
     from ..data.loader import StreamingLoader
     from ..models import build, count_parameters
 
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    precision = resolve_precision(cfg.dtype, cfg.tf32, device)
+    dtype = precision.weights
     if dataset is None:
         dataset = open_dataset(cfg.data.path, where=cfg.data.where)
     norm = dataset.normalization
@@ -129,7 +132,7 @@ def prepare(cfg: RunConfig, device: torch.device, dataset=None) -> RunSetup:
     kappa, flops_per_token = _measure_compute(cfg, model, net, dataset, device, dtype, loss_fn)
     n_frames = getattr(net, "n_frames", 1)
     return RunSetup(device, dtype, model, net, spec, optimizer, loader, val_batches, loss_fn, budget, points,
-                    params, kappa, flops_per_token, compute_multiplier(cfg.symmetry, n_frames),
+                    params, kappa, flops_per_token, compute_multiplier(cfg.symmetry, n_frames), precision,
                     sorted(hidden or []))
 
 
@@ -197,8 +200,6 @@ def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | N
         raise ConfigError(f"out: {run_dir} already holds a run; pass --resume to continue it or choose "
                           f"another directory")
     device = resolve_device(cfg.device)
-    if cfg.dtype == "bfloat16" and device.type != "cuda":
-        raise ConfigError(f"dtype: bfloat16 autocast needs CUDA (device resolved to {device.type})")
     from ..data import open_dataset
 
     dataset = open_dataset(cfg.data.path, where=cfg.data.where)
@@ -211,7 +212,8 @@ def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | N
     s = prepare(cfg, device, dataset)  # every configuration / data error surfaces here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     mark_dir(run_dir, "run")
-    return _train(cfg, s, run_dir, resolved_yaml, resuming, quiet, callback)
+    with s.precision.matmul_settings():  # TF32 on or off for this run, the process's setting restored after
+        return _train(cfg, s, run_dir, resolved_yaml, resuming, quiet, callback)
 
 
 def _data_fingerprint(cfg: RunConfig, dataset) -> str:
@@ -245,25 +247,21 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
     else:
         write_text(run_dir / "config.yaml", resolved_yaml)
         write_text(metrics.path, "")
-    summary = _summary(cfg, s, counters, "running", None)
-    write_json_atomic(run_dir / "summary.json", summary)
+    write_json_atomic(run_dir / "summary.json", run_summary(cfg, s, counters, "running", None))
 
-    mult = s.multiplier
-    loss_fn = s.loss_fn
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext())
+    mult, loss_fn, prec = s.multiplier, s.loss_fn, s.precision
     status, reason = "completed", None
     progress = None if quiet else _progress(s.budget, counters["tokens"], cfg.run_id())
 
     def do_eval() -> bool:
         """Evaluate, log, checkpoint; False when the validation loss is not finite (no checkpoint)."""
         eval_mode(opt)
-        m = evaluate(net, s.val_batches, loss_fn, s.device, s.dtype,
-                     autocast=torch.bfloat16 if cfg.dtype == "bfloat16" else None)
+        m = evaluate(net, s.val_batches, loss_fn, s.device, s.dtype, autocast=prec.autocast)
         D = int(counters["tokens"])
         record = {"step": int(counters["step"]), "tokens": D, "params": s.params, "kappa": s.kappa,
                   "compute": 3.0 * s.kappa * s.params * D * mult,
                   "flops_measured": float(counters["flops_measured"]),
-                  "train_time_s": float(counters["train_time_s"]), **m}
+                  "train_time_s": float(counters["train_time_s"]), **m, **prec.record()}
         metrics.append(record)
         if not math.isfinite(m["loss"]):
             train_mode(opt)
@@ -275,13 +273,14 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
             "elements": list(model.trained_elements), "config": cfg.model_dump(mode="json")})
         train_mode(opt)
         schedule.consume(D)
-        write_json_atomic(run_dir / "summary.json", _summary(cfg, s, counters, "running", None, record))
+        write_json_atomic(run_dir / "summary.json", run_summary(cfg, s, counters, "running", None, record))
         if progress is not None:
             progress[0].update(progress[1], description=f"{cfg.run_id()} val loss {m['loss']:.4g}")
         return True
 
     net.train()
-    it = iter(loader)
+    pinned = cfg.loader_workers > 0 and s.device.type == "cuda"
+    it = iter(Prefetcher(loader, cfg.loader_workers, pin_memory=pinned))
     try:
         while counters["tokens"] < s.budget:
             t0 = time.perf_counter()
@@ -289,7 +288,7 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
                 batch = next(it)
             except StopIteration:
                 break
-            batch = batch.to(s.device, s.dtype)
+            batch = to_device(batch, s.device, s.dtype, non_blocking=pinned)
             if cfg.symmetry.augment:
                 from .symmetry import random_rotations, rotate_batch
 
@@ -299,9 +298,8 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
                 set_lr(opt, cosine_factor(int(counters["step"]), counters["tokens"] / s.budget,
                                           cfg.optimizer.warmup_steps, cfg.optimizer.min_lr_ratio))
             opt.zero_grad(set_to_none=True)
-            with autocast:
-                pred = net(batch)
-                pred = {k: v.float() for k, v in pred.items()} if cfg.dtype == "bfloat16" else pred
+            with prec.autocast_context():
+                pred = prec.outputs(net(batch))  # energies and forces in float32 under bfloat16 autocast
                 loss = loss_fn(pred, batch)
                 if cfg.symmetry.loss is not None:
                     from .symmetry import symmetry_loss
@@ -340,41 +338,24 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
             status, reason = "diverged", "no training step was run (empty training data?)"
     except BaseException as exc:  # Ctrl-C, a callback, or a crash: record it, keep the last checkpoint
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
-        write_json_atomic(run_dir / "summary.json", _summary(
+        write_json_atomic(run_dir / "summary.json", run_summary(
             cfg, s, counters, "running", f"{why} at step {counters['step']}; resume with --resume"))
         raise
     finally:
+        it.close()  # background loader processes stop here
         if progress is not None:
             progress[0].stop()
     # "final": the last evaluation with a finite loss, i.e. the weights in checkpoint.pt (metrics.jsonl
     # keeps a diverged run's non-finite one, as the string "nan")
     finite = [r for r in metrics.read() if isinstance(r["loss"], (int, float)) and math.isfinite(r["loss"])]
     write_json_atomic(run_dir / "summary.json",
-                      _summary(cfg, s, counters, status, reason, finite[-1] if finite else None))
+                      run_summary(cfg, s, counters, status, reason, finite[-1] if finite else None))
     return run_dir
 
 
 def _evaluated_at(metrics: MetricsLog, step: int) -> bool:
     rows = metrics.read()
     return bool(rows) and int(rows[-1]["step"]) == step
-
-
-def _summary(cfg: RunConfig, s: RunSetup, counters: dict, status: str, reason: str | None,
-             last: dict | None = None) -> dict:
-    out = {"run_id": cfg.run_id(), "model": cfg.model.family, "width": cfg.model.width, "params": s.params,
-           "kappa": s.kappa, "status": status, "reason": reason, "tokens": int(counters["tokens"]),
-           "steps": int(counters["step"]),
-           "variant": variant_tag(cfg.symmetry, cfg.data.subset, cfg.epochs), "budget_tokens": int(s.budget),
-           "compute_multiplier": s.multiplier,
-           "train_time_s": float(counters["train_time_s"]), "device": str(s.device), "dtype": cfg.dtype,
-           "lr_groups": {g["name"]: {"lr": g["base_lr"], "tensors": len(g["params"])}
-                         for g in s.optimizer.param_groups}}
-    if cfg.group:
-        out["group"] = cfg.group
-    if last is not None:
-        out["final"] = {k: last[k] for k in ("step", "tokens", "compute", "loss", "energy_mae_per_atom",
-                                             "force_mae", "force_l2")}
-    return out
 
 
 def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -385,8 +366,8 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
         return
     saved = parse_config(yaml.safe_load(path.read_text()), source=str(path)).model_dump(mode="json")
     new = cfg.model_dump(mode="json")
-    for key in new:
-        if key != "out" and saved.get(key) != new[key]:
+    for key in new:  # the loader's processes may change on resume: the batches do not
+        if key not in ("out", "loader_workers") and saved.get(key) != new[key]:
             raise ConfigError(f"{key}: differs from the run being resumed ({path}); resume with the same "
                               f"config or start a new run directory")
 
