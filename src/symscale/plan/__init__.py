@@ -8,7 +8,9 @@ Typical use::
     budget = plan.plan_target(laws, 0.05)             # N, D, C, hours per group with 95 % intervals
     at_c = plan.plan_compute(laws, 1e18)              # best loss per group, best group and its share
 
-Modules: :mod:`.source` (inputs), :mod:`.budget` (the compute-optimal path), :mod:`.cli`
+Modules: :mod:`.source` (inputs), :mod:`.budget` (the compute-optimal path), :mod:`.fisher` (predicted
+interval widths of a design), :mod:`.search` (greedy choice of runs under a budget), :mod:`.extend` (the
+study file it writes), :mod:`.pilot` (the first, short study), :mod:`.design` (``plan design``), :mod:`.cli`
 (``symscale plan budget`` / ``plan design``; :func:`parse_budget`). This layer sits above
 :mod:`symscale.laws` and :mod:`symscale.study`; nothing below imports it.
 """

@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     d = sub.add_parser("design", help="design the next study within a budget",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("study", metavar="STUDY", nargs="?", default=None,
-                   help="study directory, `fit --plots` directory or fit JSON file to plan from (optional)")
+                   help="study YAML file or study directory to extend (default: the staircase on the embedded data in runs/plan, starting with a pilot)")
     d.add_argument("--budget", required=True, help="wall time (2h, 90m, 45s, 1.5d) or FLOPs (3e15)")
     d.add_argument("--out", default="next.yaml", help="study file to write [next.yaml]")
     d.add_argument("--seed", type=seed_arg, default=0, help="seed [0]")

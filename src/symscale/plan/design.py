@@ -1,0 +1,265 @@
+"""``symscale plan design``: the next runs of a study that most shrink the intervals of α, β and a.
+
+Steps (``docs/laws.md``, "Planning a study: plan design"):
+
+1. read the study (a study YAML file, or a study directory with its ``study.yaml``); when the YAML file's
+   study directory has no store yet (the study was never run), run a short pilot first (:mod:`.pilot`);
+2. per architecture entry (laws group): the fitted law and its bootstrap replicates (:mod:`.source`), the
+   noise of log losses around it (within-run σ and run offset τ, :func:`symscale.laws.bootstrap.noise_model`;
+   τ is taken as at least σ: a handful of runs cannot estimate it -- with 3 widths the law's three N
+   parameters absorb every run offset), and the design of the finished runs;
+3. options: new widths on a half-octave grid from 1/8 of the smallest to 4× the largest existing width
+   (parameter counts from the model registry), each at token budgets on a log grid (4 per decade) up to one
+   epoch of the training data; an option's checkpoints are the study's evaluation points that survive the
+   fits' warm-up drop; its cost is ``seeds × tokens / atoms_per_s(N)`` hours (measured throughput) or
+   ``seeds × 3κN·tokens`` FLOPs;
+4. :func:`.search.greedy` spends the budget; the plan is printed and written as a study file that extends
+   the study (:mod:`.extend`): ``symscale study next.yaml`` reuses every finished run.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from . import fisher, search
+
+#: most parameter points (the point fit + bootstrap replicates) the criterion averages over
+MAX_POINTS = 64
+#: option grids: widths from 1/8 of the smallest to 4× the largest existing width in half octaves;
+#: token budgets 4 per decade, the shortest 1/1000 of an epoch but at least MIN_BATCHES batches
+WIDTH_RANGE = (1 / 8, 4.0)
+TOKENS_PER_DECADE = 4
+MIN_BATCHES = 20
+
+
+def fitted_checkpoints(tokens: int, points: int, first_tokens: int | None, batch_tokens: int,
+                       drop_fraction: float) -> tuple[float, ...]:
+    """Token counts of a run's evaluations that the fits keep (as :mod:`symscale.train.run` schedules them:
+    ``points`` log-spaced from ``first_tokens``, default max(budget/1000, one batch), minus the warm-up
+    drop of :func:`symscale.laws.drop_warmup`)."""
+    from ..train.metrics import evaluation_points
+
+    first = first_tokens or max(1, tokens // 1000, batch_tokens)
+    d = np.array(evaluation_points(int(tokens), points, first), dtype=float)
+    return tuple(float(x) for x in d[d >= drop_fraction * d[-1]])
+
+
+def token_grid(max_tokens: int, batch_tokens: int) -> list[int]:
+    """Token budgets 4 per decade from max(max_tokens/1000, :data:`MIN_BATCHES` batches) to ``max_tokens``."""
+    lo = min(max(max_tokens / 1000, MIN_BATCHES * batch_tokens), max_tokens)
+    n = max(2, int(np.ceil(TOKENS_PER_DECADE * np.log10(max_tokens / lo))) + 1)
+    return sorted({int(round(t)) for t in np.geomspace(lo, max_tokens, n)})
+
+
+def width_grid(existing: list[int]) -> list[int]:
+    """Widths not in ``existing``: half octaves of the smallest one, within :data:`WIDTH_RANGE` of them."""
+    lo, hi = min(existing) * WIDTH_RANGE[0], max(existing) * WIDTH_RANGE[1]
+    k = np.arange(np.floor(2 * np.log2(lo / min(existing))), np.ceil(2 * np.log2(hi / min(existing))) + 1)
+    grid = {int(round(min(existing) * 2 ** (j / 2))) for j in k}
+    return sorted(w for w in grid if w >= 1 and lo <= w <= hi and w not in existing)
+
+
+def parameter_counts(family: str, widths: list[int], options: dict) -> dict[int, int]:
+    """{width: N} of the widths the family builds with ``options`` (others left out); built on the meta
+    device when the family allows it (shapes only), else for real."""
+    import torch
+
+    from ..errors import SymscaleError
+    from ..models import build
+    from ..models.registry import count_parameters
+
+    out = {}
+    for w in widths:
+        try:
+            try:
+                with torch.device("meta"):
+                    model = build(family, w, **options)
+            except SymscaleError:
+                raise
+            except Exception:  # noqa: BLE001 - families that need real tensors to construct
+                model = build(family, w, **options)
+        except (SymscaleError, TypeError, ValueError, RuntimeError):
+            continue
+        out[w] = count_parameters(model)
+    return out
+
+
+def make_options(group: str, sizes: dict[int, float], tokens: list[int], checkpoints, cost) -> list[search.Option]:
+    """Every (width, token budget) option of a group; ``checkpoints(T)`` and ``cost(N, T)`` as in step 3."""
+    return [search.Option(group, int(w), float(N), int(T), float(cost(N, T)), tuple(checkpoints(T)))
+            for w, N in sorted(sizes.items()) for T in tokens]
+
+
+def run_design(data) -> tuple[np.ndarray, np.ndarray]:
+    """(N per run, NaN-padded (runs, m) fitted checkpoint tokens) of a group's finished runs."""
+    rows, Ns = [], []
+    for r in range(data.n_runs):
+        idx = np.flatnonzero(data.run == r)
+        if idx.size:
+            Ns.append(float(np.median(data.N[idx])))
+            rows.append(tuple(data.D[idx]))
+    return np.array(Ns), search.padded(rows)
+
+
+def group_model(law, data, copies: int, rng: np.random.Generator, max_points: int = MAX_POINTS) -> search.GroupModel:
+    """The :class:`~.search.GroupModel` of one group from its :class:`~.source.GroupLaw` and checkpoints.
+
+    Parameter points: the point fit and up to ``max_points − 1`` bootstrap replicates (finite ones, drawn
+    with ``rng``). Noise: σ from the within-run residuals around the point fit, τ = max(τ̂, σ) (module
+    docstring).
+    """
+    from ..laws.bootstrap import noise_model
+
+    theta = law.params()
+    if law.replicates is not None:
+        reps = law.replicates[np.all(np.isfinite(law.replicates), axis=1)]
+        if reps.shape[0] > max_points - 1:
+            reps = reps[np.sort(rng.choice(reps.shape[0], max_points - 1, replace=False))]
+        theta = np.vstack([theta, reps])
+    e, tau2 = noise_model(data, law.loss(data.N, data.D))
+    sigma = float(np.sqrt(np.mean(e * e)))
+    N, D = run_design(data)
+    return search.GroupModel(name=law.name, theta=theta, noise=fisher.Noise(sigma, max(float(np.sqrt(tau2)), sigma)),
+                             N=N, D=D, loss_scale=float(np.median(data.loss)), copies=copies)
+
+
+@dataclass
+class Budget:
+    """The budget: ``kind`` ``"hours"`` (worker-hours of training) or ``"flops"``, and its ``value``."""
+
+    kind: str
+    value: float
+
+    def cost_fn(self, law, copies: int):
+        """``cost(N, tokens)`` of one new width (all ``copies``) for the group of ``law``."""
+        if self.kind == "flops":
+            return lambda N, T: copies * 3.0 * law.kappa * N * T
+        if law.throughput is None:
+            raise DataError(f"group '{law.name}' has no measured throughput (no training wall time in its runs): "
+                            "give the budget in FLOPs (e.g. --budget 3e15)")
+        from ..laws.throughput import hours
+
+        return lambda N, T: copies * float(hours(law.throughput, N, T))
+
+
+def format_cost(c: float, kind: str) -> str:
+    """A cost in FLOPs, or in hours shown as seconds, minutes or hours."""
+    if kind == "flops":
+        return f"{c:.3g} FLOPs"
+    return f"{c * 3600:.3g} s" if c < 1 / 60 else f"{c * 60:.3g} min" if c < 1 else f"{c:.3g} h"
+
+
+def format_widths(before: np.ndarray, after: np.ndarray) -> str:
+    """``alpha 0.5 -> 0.1, beta ..., a ...``; a width beyond the quantity's range (α, β: the searched range,
+    a: [0, 1]) is shown as ``>`` that range (an interval is clipped to it)."""
+    from ..laws.sumlaw import BOUNDS
+
+    span = (BOUNDS[1] - BOUNDS[0],) * 2 + (1.0,)
+
+    def one(w, cap):
+        return f">{cap:.3g}" if w > cap else f"{w:.3g}"
+
+    return ", ".join(f"{q} {one(b, c)} -> {one(a, c)}" for q, b, a, c in zip(("alpha", "beta", "a"), before, after, span))
+
+
+def format_plan(plan: search.Plan, budget: Budget, groups: list[str]) -> str:
+    """The printed plan: one line per new width (``evals``: its evaluations that the fits keep), then the
+    predicted widths now -> after per group."""
+    fmt = lambda c: format_cost(c, budget.kind)  # noqa: E731
+    lines = [f"plan: {len(plan.chosen)} new width(s), {fmt(plan.spent)} of {fmt(budget.value)}",
+             f"{'group':<16} {'width':>6} {'N':>12} {'tokens':>12} {'evals':>6} {'cost':>14}"]
+    for o in plan.chosen:
+        lines.append(f"{o.group:<16} {o.width:>6} {o.N:>12,.0f} {o.tokens:>12,} {len(o.D):>6} {fmt(o.cost):>14}")
+    lines.append("predicted 95% interval widths (median over the fit and its bootstrap replicates), now -> after:")
+    lines += [f"  {g}: {format_widths(plan.before[g], plan.after[g])}" for g in groups]
+    if plan.spent < 0.99 * budget.value:
+        lines.append(f"note: {fmt(budget.value - plan.spent)} left: no other run of the grids (widths up to "
+                     f"{WIDTH_RANGE[1]:g}x the largest, at most one epoch) fits it and shrinks the predicted widths")
+    return "\n".join(lines)
+
+
+#: The study planned when ``plan design`` is given no STUDY: the symmetry staircase on the embedded
+#: GFN2-xTB data (the quickstart's families and widths), in ``runs/plan``; its pilot runs first.
+DEFAULT_STUDY = {
+    "name": "plan", "out": "runs/plan", "data": {"embedded": True, "cutoff": 5.0, "val_size": 256},
+    "epochs": 1, "batch_size": 16, "evaluation": {"points": 20},
+    "optimizer": {"name": "schedulefree", "lr": 5.0e-3}, "mup": True, "seeds": [0], "device": "cpu",
+    "architectures": [{"family": "mpnn", "widths": [16, 32, 64, 128]},
+                      {"family": "gemnet", "widths": [8, 16, 32]},
+                      {"family": "egnn", "widths": [16, 32, 64]},
+                      {"family": "esen", "widths": [4, 8, 16], "options": {"lmax": 2, "num_layers": 2}}],
+}
+
+
+def default_study(extend):
+    """:data:`DEFAULT_STUDY`, or the study already in its directory (a later ``plan design`` continues it)."""
+    from ..study.schema import parse_study
+
+    cfg = parse_study(DEFAULT_STUDY, source="plan design (default study)")
+    if (cfg.study_dir() / "study.db").is_file() and (cfg.study_dir() / "study.yaml").is_file():
+        return extend.read_study(cfg.study_dir())
+    return extend.Study(raw=dict(DEFAULT_STUDY), cfg=cfg, dir=cfg.study_dir(), source="plan design (default study)")
+
+
+def cmd_design(args) -> int:
+    """``symscale plan design STUDY --budget B [--out next.yaml] [--seed S]``."""
+    from . import extend, pilot
+    from .cli import parse_budget
+
+    kind, value = parse_budget(args.budget)
+    budget = Budget(kind, value)
+    study = extend.read_study(args.study) if args.study is not None else default_study(extend)
+    out = extend.check_out(args.out)
+    remaining = budget.value
+    if not study.has_runs():
+        pilot_file = extend.check_out(pilot.pilot_path(out), flag="--out (its pilot study)")
+        study, spent = pilot.run_pilot(study, budget, pilot_file, MIN_BATCHES)
+        remaining -= spent
+        print(f"pilot: {format_cost(spent, kind)} of {format_cost(value, kind)} spent", flush=True)
+        if remaining <= 0:
+            raise DataError(f"plan design: the pilot spent the whole budget ({format_cost(spent, kind)}); "
+                            "nothing left to plan")
+    inputs = gather(study, budget, np.random.default_rng(args.seed))
+    plan = search.greedy([g["model"] for g in inputs], [o for g in inputs for o in g["options"]], remaining)
+    print(format_plan(plan, Budget(kind, remaining), [g["model"].name for g in inputs]))
+    path = extend.write_extension(study, plan, out, header=f"budget {args.budget}: {len(plan.chosen)} new width(s) "
+                                  f"for {format_cost(plan.spent, kind)} of {format_cost(remaining, kind)}")
+    print(f"study file: {path} (run it with `symscale study {path}`: finished runs are reused)")
+    return 0
+
+
+def gather(study, budget: Budget, rng: np.random.Generator) -> list[dict]:
+    """Per architecture entry with a fitted law: its :class:`~.search.GroupModel` and options."""
+    from ..laws import drop_warmup
+    from ..study.store import load_groups
+    from .source import group_laws, load_fit
+
+    cfg = study.cfg
+    laws = group_laws(load_fit(study.dir), where=str(study.dir))
+    data = {n: drop_warmup(g, cfg.report.drop_fraction) for n, g in load_groups(study.dir, study.run_ids()).items()}
+    copies = len(cfg.seeds)
+    max_tokens, atoms = study.token_limits()
+    ev = cfg.evaluation
+    out = []
+    for arch in cfg.architectures:
+        name = arch.group()
+        if name not in laws or name not in data:
+            print(f"warning: {name}: no fitted sum law L(N, D) yet (it needs runs at 2 or more widths and more "
+                  "distinct (N, D) than the law has parameters); nothing planned for it", file=sys.stderr)
+            continue
+        law = laws[name]
+        batch_tokens = max(1, int(round((arch.batch_size or cfg.batch_size) * atoms)))
+        tokens = token_grid(max_tokens, batch_tokens)
+        sizes = parameter_counts(arch.family, width_grid(arch.widths), {"cutoff": cfg.data.cutoff, **arch.options})
+        options = make_options(name, sizes, tokens,
+                               lambda T: fitted_checkpoints(T, ev.points, ev.first_tokens, batch_tokens,
+                                                            cfg.report.drop_fraction),
+                               budget.cost_fn(law, copies))
+        out.append({"model": group_model(law, data[name], copies, rng), "options": options})
+    if not out:
+        raise DataError(f"{study.dir}: no architecture entry has a fitted sum law to plan from")
+    return out

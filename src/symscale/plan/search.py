@@ -1,0 +1,196 @@
+"""Greedy choice of new runs under a budget, by the expected interval widths of :mod:`.fisher`.
+
+Each group (one architecture entry of a study) has its current law -- a point estimate and, when known,
+bootstrap replicates: the K parameter points over which the criterion is averaged -- its noise (σ, τ),
+the design of its finished runs, and a list of :class:`Option` runs (a new width at a token budget).
+
+Criterion of one group: the mean over its K parameter points of log(w_α + w_β + w_a), the sum of the
+predicted 95 % interval widths (:func:`.fisher.widths`); averaging over bootstrap replicates makes the design
+robust to a poor point estimate, and the logarithm makes a step's gain a *relative* shrinkage, comparable
+between groups and not dominated by replicates whose widths are huge. The plan's objective is the sum over
+groups.
+
+Search: greedy by gain per unit cost. A move sets one width of one group to a token budget: a width not
+yet planned, or a planned width raised to a larger budget (its cost is then the difference) -- so a cheap
+short run chosen early can still grow into a long one, and every width appears once in the study, as a
+study file requires. The move with the largest objective decrease per unit of added cost that still fits
+the remaining budget is taken, until none fits or none lowers the objective. Finished runs are never
+changed: their information is part of the starting point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import fisher
+
+#: a move must lower the objective by at least this much (relative: log units) to be taken
+MIN_GAIN = 1e-4
+
+
+@dataclass
+class GroupModel:
+    """What is known of one group before planning.
+
+    Attributes:
+        name: the group (laws group of an architecture entry).
+        theta: (K, 5) parameter points (L∞, A, B, α, β); row 0 is the point estimate.
+        noise: σ and τ of log losses.
+        N: (n,) parameters of each finished run; D: (n, m) their fitted checkpoints' tokens, NaN-padded.
+        loss_scale: typical loss (prior scale of L∞, :func:`.fisher.prior_precision`).
+        copies: runs per new width (the study's seeds).
+    """
+
+    name: str
+    theta: np.ndarray
+    noise: fisher.Noise
+    N: np.ndarray
+    D: np.ndarray
+    loss_scale: float
+    copies: int = 1
+
+
+@dataclass(frozen=True)
+class Option:
+    """One possible new width of a group at a token budget; ``cost`` covers all its copies (seeds)."""
+
+    group: str
+    width: int
+    N: float
+    tokens: int
+    cost: float
+    D: tuple[float, ...]          # the checkpoints that enter the fit
+
+
+@dataclass
+class Plan:
+    """The chosen options and the predicted widths (α, β, a) of each group before and after them.
+
+    ``before`` / ``after``: group -> (3,) median over the group's parameter points.
+    """
+
+    chosen: list[Option]
+    spent: float
+    before: dict[str, np.ndarray] = field(default_factory=dict)
+    after: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def padded(rows: list[tuple[float, ...]]) -> np.ndarray:
+    """(len(rows), longest) array of the rows, NaN where a row is shorter."""
+    m = max((len(r) for r in rows), default=1)
+    out = np.full((len(rows), max(m, 1)), np.nan)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+class _GroupState:
+    """Running sums H, M of one group and the per-option contributions (all at the K parameter points)."""
+
+    def __init__(self, model: GroupModel, options: list[Option]):
+        self.model = model
+        self.options = options
+        th = model.theta
+        finite = model.D[np.isfinite(model.D)]
+        allD = np.concatenate([finite] + [np.asarray(o.D) for o in options]) if options or finite.size else np.ones(1)
+        allN = np.concatenate([model.N, [o.N for o in options]]) if options or model.N.size else np.ones(1)
+        self.N0 = float(np.exp(np.mean(np.log(allN))))
+        self.D0 = float(np.exp(np.mean(np.log(allD))))
+        K = th.shape[0]
+        self.H = np.zeros((K, 5, 5))
+        self.M = np.zeros((K, 5, 5))
+        if model.N.size:
+            H, M = fisher.run_matrices(th, model.N, model.D, model.noise, self.N0, self.D0)
+            self.H, self.M = H.sum(1), M.sum(1)
+        if options:
+            H, M = fisher.run_matrices(th, np.array([o.N for o in options]), padded([o.D for o in options]),
+                                       model.noise, self.N0, self.D0)
+            self.oH, self.oM = model.copies * H, model.copies * M
+        else:
+            self.oH = self.oM = np.zeros((K, 0, 5, 5))
+        self.P = fisher.prior_precision(th, model.loss_scale)
+        self.grads = fisher.gradients(th)
+        self.planned: dict[int, int] = {}             # width -> index of its planned option
+
+    def widths(self, H: np.ndarray, M: np.ndarray) -> np.ndarray:
+        """(K, …, 3) predicted widths for sums H, M of shape (K, …, 5, 5)."""
+        extra = H.ndim - 3
+        P = self.P.reshape(self.P.shape[:1] + (1,) * extra + (5, 5))
+        return fisher.widths(fisher.covariance(H, M, P, self.model.noise), self.grads)
+
+    def objective(self, H: np.ndarray, M: np.ndarray) -> np.ndarray:
+        """Mean over parameter points of log(w_α + w_β + w_a); leading K axis averaged out."""
+        return np.mean(np.log(self.widths(H, M).sum(-1)), axis=0)
+
+    def moves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(option index, added cost, objective after) of every allowed move."""
+        idx, base_H, base_M, extra = [], [], [], []
+        for j, o in enumerate(self.options):
+            cur = self.planned.get(o.width)
+            if cur is None:
+                idx.append(j)
+                extra.append(o.cost)
+                base_H.append(self.H)
+                base_M.append(self.M)
+            elif o.tokens > self.options[cur].tokens:
+                idx.append(j)
+                extra.append(o.cost - self.options[cur].cost)
+                base_H.append(self.H - self.oH[:, cur])
+                base_M.append(self.M - self.oM[:, cur])
+        if not idx:
+            return np.zeros(0, int), np.zeros(0), np.zeros(0)
+        idx = np.array(idx)
+        H = np.stack(base_H, axis=1) + self.oH[:, idx]
+        M = np.stack(base_M, axis=1) + self.oM[:, idx]
+        return idx, np.array(extra), self.objective(H, M)
+
+    def take(self, j: int) -> None:
+        o = self.options[j]
+        cur = self.planned.get(o.width)
+        if cur is not None:
+            self.H = self.H - self.oH[:, cur]
+            self.M = self.M - self.oM[:, cur]
+        self.H = self.H + self.oH[:, j]
+        self.M = self.M + self.oM[:, j]
+        self.planned[o.width] = j
+
+    def median_widths(self) -> np.ndarray:
+        return np.median(self.widths(self.H, self.M), axis=0)
+
+
+def greedy(models: list[GroupModel], options: list[Option], budget: float) -> Plan:
+    """Choose options for ``models`` within ``budget`` (the options' cost unit); see the module docstring."""
+    states = {m.name: _GroupState(m, [o for o in options if o.group == m.name]) for m in models}
+    before = {name: s.median_widths() for name, s in states.items()}
+    spent = 0.0
+    cache = {}                      # a group's moves change only when one of them is taken
+    for name, s in states.items():
+        idx, extra, after = s.moves()
+        cache[name] = (idx, extra, float(s.objective(s.H, s.M)) - after)
+    while True:
+        best = None
+        for name, s in states.items():
+            idx, extra, gain = cache[name]
+            if not idx.size:
+                continue
+            ok = (extra <= budget - spent) & (gain > MIN_GAIN) & (extra > 0)
+            if not ok.any():
+                continue
+            ratio = np.where(ok, gain / np.where(extra > 0, extra, 1.0), -np.inf)
+            k = int(np.argmax(ratio))
+            if best is None or ratio[k] > best[0]:
+                best = (ratio[k], name, int(idx[k]), float(extra[k]))
+        if best is None:
+            break
+        _, name, j, extra = best
+        s = states[name]
+        s.take(j)
+        spent += extra
+        idx, extra, after = s.moves()
+        cache[name] = (idx, extra, float(s.objective(s.H, s.M)) - after)
+    chosen = [s.options[j] for s in states.values() for _, j in sorted(s.planned.items())]
+    return Plan(chosen=chosen, spent=spent, before=before,
+                after={name: s.median_widths() for name, s in states.items()})
+
