@@ -22,10 +22,15 @@ path: the first ``--batch`` training structures of a prepared dataset, with its 
   optimizer) and the time they would cost at the measured per-op floor (a loop of tiny ``add`` ops): the
   per-op overhead share of the step;
 * the top ops by self CPU time of one profiled step (``torch.profiler``), in the JSON;
-* with ``--compile``: ``torch.compile(model)`` (default mode) of direct-force models, its compile time and
-  median step time (speed-up vs eager), or the error if it fails;
+* with ``--compile``: ``torch.compile(model, dynamic=True)`` (``symscale.train.compile.compiled``) of
+  direct-force models, its compile time and median step time (speed-up vs eager), or the error if it fails;
 * with ``--mace-python``: ``benchmarks/mace_peer.py`` run in that interpreter on the same molecules (written
-  as extxyz), at the parameter count of esen at ``--mace-width`` and esen's ``lmax``; esen/MACE ratio.
+  as extxyz), at the parameter count of esen at ``--mace-width`` and esen's ``lmax``; esen/MACE ratio;
+* with ``--fairchem-python``: ``benchmarks/fairchem_peer.py`` (fairchem's eSEN: ``eSCNMDBackbone`` + direct
+  heads) in that interpreter on the same molecules, at the parameter count and ``lmax`` / ``mmax`` /
+  ``num_layers`` of esen at ``--fairchem-width`` (its ``ff_type`` = esen's ``ffn`` when that is ``grid`` or
+  ``spectral``, else fairchem's default ``grid``); κ, step FLOPs and esen/fairchem structures per CPU-second.
+  ``--esen-options JSON`` sets esen options (e.g. ``'{"num_layers": 2, "structure": "fairchem"}'``).
 
 Prints Markdown tables; ``--json OUT`` writes every number (written to a temporary file, then renamed).
 """
@@ -213,17 +218,22 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def load_structures(source: str, n: int, cutoff: float) -> tuple[list, dict | None]:
-    """``n`` structures (``ase.Atoms``) and the normalisation to set on models (None for the reference set)."""
+def load_structures(source: str, n: int, cutoff: float, sample: int | None = None) -> tuple[list, dict | None]:
+    """``n`` structures (``ase.Atoms``) and the normalisation to set on models (None for the reference set).
+
+    From a dataset: its first ``n`` training structures, or with ``sample`` a seeded random choice of ``n``."""
     from ase import Atoms
 
     if source == "reference":
         ref = reference_atoms()
         return [ref[k % len(ref)].copy() for k in range(n)], None
+    import numpy as np
+
     from symscale.data import open_dataset
 
     ds = open_dataset(None if source == "default" else source)
-    idx = list(ds.split("train"))[:n]
+    idx = list(ds.split("train"))
+    idx = idx[:n] if sample is None else np.random.default_rng(sample).choice(idx, min(n, len(idx)), replace=False)
     if len(idx) < n:
         raise ConfigError(f"--batch: dataset {source!r} has only {len(idx)} training structures, asked for {n}")
     atoms = []
@@ -255,6 +265,8 @@ def bench_one(fam: str, width: int, batch: Batch, norm: dict | None, args, op_fl
     options = {} if args.forces == "direct" else {"forces": args.forces}
     if args.lmax is not None and fam == "esen":
         options["lmax"] = args.lmax
+    if fam == "esen":
+        options.update(args.esen_options)
     model = build(fam, width, **options)
     if norm:
         model.set_normalization(norm["e0"], norm["energy_scale"], norm["force_scale"])
@@ -273,10 +285,13 @@ def bench_one(fam: str, width: int, batch: Batch, norm: dict | None, args, op_fl
 
 
 def bench_compiled(tr: Trainer, args) -> dict:
-    """torch.compile(model) in the same trainer; compile time = first step, then the same timing protocol."""
+    """``symscale.train.compile.compiled(model)`` (``torch.compile``, dynamic shapes, as training would use it)
+    in the same trainer; compile time = first step, then the same timing protocol."""
+    from symscale.train.compile import compiled
+
     try:
         torch._dynamo.reset()
-        tr.forward_model = torch.compile(tr.model)
+        tr.forward_model = compiled(tr.model)
         t0 = time.perf_counter()
         tr.step()
         compile_s = time.perf_counter() - t0
@@ -386,6 +401,45 @@ def print_tables(result: dict, stream=sys.stdout) -> None:
                 if q and "cpu_step_s" in q:
                     line += f" and {q['cpu_step_s'] / e['cpu_step_s']:.1f}×"
             p(line)
+    if result.get("fairchem"):
+        from esen_fairchem import print_fairchem  # benchmarks/esen_fairchem.py
+
+        print_fairchem(result, stream)
+
+
+def run_compare(args, families: list[str], widths: dict[str, list[int]]) -> int:
+    """``--compare-src``: old vs new tree, interleaved (benchmarks/models_compare.py)."""
+    import models_compare as mc
+
+    src = Path(args.compare_src)
+    if not (src / "symscale" / "models").is_dir():
+        raise ConfigError(f"--compare-src: {src} has no symscale/models (give the src/ of a checkout)")
+    lmax = {} if args.lmax is None else {"lmax": args.lmax}
+    rows = (mc.paper_mini_rows(args.families) if args.paper_mini else
+            [(f, w, lmax if f == "esen" else {}) for f in families for w in widths[f]])
+    result = mc.compare(src, rows, args.data, args.batch, args.sample, args.optimizer, args.threads,
+                        args.rounds, args.round_time, runtime=not args.no_runtime)
+    result["command"] = " ".join([os.path.basename(sys.executable), "benchmarks/models.py", *sys.argv[1:]])
+    result["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                         "torch": torch.__version__, "loadavg_end": os.getloadavg()}
+    mc.print_compare(result)
+    if args.json:
+        out = Path(args.json)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        tmp.replace(out)
+    return 0
+
+
+def _json_object(text: str) -> dict:
+    """argparse type of ``--esen-options``: a JSON object (else an argparse error naming the option)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"num_layers\": 2}}', got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,6 +459,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mace-python", default=None, help="python of a venv with mace-torch (runs mace_peer.py)")
     ap.add_argument("--mace-width", type=int, default=16, help="esen width whose parameter count MACE matches")
     ap.add_argument("--mace-hidden-lmax", type=int, default=None, help="MACE hidden-feature lmax (default: lmax)")
+    ap.add_argument("--esen-options", type=_json_object, default={}, help="esen options as a JSON object")
+    ap.add_argument("--fairchem-python", default=None, help="python of a venv with fairchem-core "
+                    "(runs fairchem_peer.py)")
+    ap.add_argument("--fairchem-width", type=int, default=16, help="esen width whose parameter count and "
+                    "structure fairchem's eSEN matches")
+    ap.add_argument("--sample", type=int, default=None, help="a seeded random choice of --batch training structures "
+                    "of --data (default: the first ones)")
+    ap.add_argument("--compare-src", default=None, help="old source tree (its src/): interleaved old vs new "
+                    "training atoms per CPU-second and output equality (benchmarks/models_compare.py)")
+    ap.add_argument("--paper-mini", action="store_true", help="with --compare-src: the models and widths of "
+                    "benchmarks/paper_mini/study.yaml (else --widths / the κ-table widths, --lmax for esen)")
+    ap.add_argument("--rounds", type=int, default=5, help="with --compare-src: alternating timed rounds per side")
+    ap.add_argument("--round-time", type=float, default=0.5, help="with --compare-src: CPU seconds of one round")
+    ap.add_argument("--no-runtime", action="store_true", help="with --compare-src: do not apply the new tree's "
+                    "process settings (allocator thresholds): model code alone")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
     ap.add_argument("--report", default=None, help="only print the tables of a JSON file written by --json")
     args = ap.parse_args(argv)
@@ -424,8 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise ConfigError(f"--families: {missing[0]!r} is not available (available: {', '.join(have)})")
     widths = parse_widths(args.widths, families)
+    if args.compare_src:
+        return run_compare(args, families, widths)
     cutoff = 5.0
-    atoms, norm = load_structures(args.data, args.batch, cutoff)
+    atoms, norm = load_structures(args.data, args.batch, cutoff, sample=args.sample)
     batch = Batch.from_atoms(atoms, cutoff=cutoff, dtype=torch.float32)
 
     load0 = os.getloadavg()
@@ -454,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
               "optimizer": args.optimizer, "gemm_peak_gflops": peak, "gemm_peak_gflops_cpu": peak_cpu, "gemm_peak_runs": [peak0, peak1], "rows": rows}
     if args.mace_python:
         result["mace"] = run_mace(args, atoms, rows)
+    if args.fairchem_python:
+        from esen_fairchem import run_fairchem  # benchmarks/esen_fairchem.py
+
+        result["fairchem"] = run_fairchem(args, atoms, batch, rows)
     result["machine"]["loadavg_end"] = os.getloadavg()
     print_tables(result)
     if args.json:

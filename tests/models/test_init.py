@@ -84,7 +84,7 @@ def test_egnn_vector_channels_nonzero_after_first_layer(molecules):
     vec = molecules.edge_vectors(molecules.pos)
     d = vec.norm(dim=-1)
     h = model.embedding(molecules.numbers).double()
-    v = molecules.pos.new_zeros((h.shape[0], model.channels, 3))
+    v = molecules.pos.new_zeros((h.shape[0], 3, model.channels))  # components first
     h, v = model.layers[0](h, v, vec / model.cutoff, model.basis(d), model.basis.envelope(d)[:, None], i, j)
     rms = float(v.detach().square().mean().sqrt())
     print(f"egnn vector rms after layer 1: {rms:.3f}")

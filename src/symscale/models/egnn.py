@@ -1,7 +1,7 @@
 """MC-EGNN: an E(n)-equivariant GNN with several Cartesian vector channels per atom.
 
 After Levy et al. 2023, "Using Multiple Vector Channels Improves E(n)-Equivariant Graph Neural Networks":
-each atom carries ``width`` scalar features ``h_i`` and ``C`` vector channels ``V_i`` (``(C, 3)``), with
+each atom carries ``width`` scalar features ``h_i`` and ``C`` vector channels ``V_i`` (stored ``(3, C)``), with
 ``C = max(2, width // 8)`` unless ``vector_channels`` is given. Symmetry: E(3) (rotations, reflections,
 translations); tensor order l = 1. Vector channels are relative quantities (built from edge vectors),
 so translations act trivially, and all nonlinearities act on invariants only.
@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn.functional import silu
 
 from ..data.batch import Batch
-from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel, init_linear_,
-                     scatter_sum)
+from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel, edge_vectors,
+                     init_linear_, scatter_sum)
 
 OPTIONS = {
     "forces": ("direct", "force mode: 'direct' (linear combination of vector channels) or 'conservative'"),
@@ -77,18 +77,22 @@ class MCEGNNLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, v: torch.Tensor, x: torch.Tensor, rbf: torch.Tensor,
                 env: torch.Tensor, i: torch.Tensor, j: torch.Tensor):
+        """``h`` ``(n, width)``; ``v`` ``(n, 3, C)`` vector channels, components first (reductions over the
+        three components then run along contiguous channel rows); ``x`` ``(E, 3)``; ``rbf`` ``(E, B)``;
+        ``env`` ``(E, 1)``. Returns the updated ``(h, v)``."""
         n, c = h.shape[0], self.channels
-        vi, vj = v[i], v[j]                                            # (E, C, 3)
-        x3 = x.unsqueeze(1)                                            # (E, 1, 3)
-        s = torch.cat([rbf, (vi * x3).sum(-1), (vj * x3).sum(-1), (vi * vj).sum(-1)], dim=-1)
-        m = silu(self.msg(silu(self.src(h)[i] + self.dst(h)[j] + self.inv(s)))) * env
-        norms = (v * v).sum(-1)                                        # (n, C) invariants
+        vi, vj = v.index_select(0, i), v.index_select(0, j)            # (E, 3, C)
+        x3 = x.unsqueeze(-1)                                           # (E, 3, 1)
+        dots = (torch.cat([vi, vj], dim=-1) * x3).sum(1)               # (E, 2C): V_i . x, V_j . x
+        s = torch.cat([rbf, dots, (vi * vj).sum(1)], dim=-1)
+        pre = self.src(h).index_select(0, i) + self.dst(h).index_select(0, j)
+        m = silu(self.msg(silu(torch.addmm(pre, s, self.inv.weight.t())))) * env
+        norms = (v * v).sum(1)                                         # (n, C) invariants
         h = h + self.update(torch.cat([h, scatter_sum(m, i, n) * self.inv_avg, norms], dim=-1))
         w = self.vec_weights(m)                                        # (E, 2C); m carries u(d)
-        dv = w[:, :c, None] * x3 + w[:, c:, None] * vj                 # (E, C, 3)
-        v = v + scatter_sum(dv, i, n) * (self.inv_avg * VEC_GAIN)
-        v = v + self.mix(v.transpose(1, 2)).transpose(1, 2)
-        return h, v
+        dv = torch.addcmul(w[:, None, :c] * x3, w[:, None, c:], vj)    # (E, 3, C)
+        v = torch.add(v, scatter_sum(dv, i, n), alpha=self.inv_avg * VEC_GAIN).view(-1, c)
+        return h, torch.addmm(v, v, self.mix.weight.t()).view(n, 3, c)  # V <- V + Q V (channel mixing)
 
 
 class MCEGNN(ForceFieldModel):
@@ -112,17 +116,17 @@ class MCEGNN(ForceFieldModel):
 
     def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         i, j = batch.edge_index
-        vec = batch.edge_vectors(pos)
+        vec = edge_vectors(batch, pos)
         d = torch.linalg.vector_norm(vec, dim=-1)
         x = vec / self.cutoff
-        rbf = self.basis(d) * RADIAL_GAIN
         env = self.basis.envelope(d).unsqueeze(-1)
+        rbf = self.basis(d, env) * RADIAL_GAIN
         h = self.embedding(batch.numbers).to(pos.dtype)
-        v = pos.new_zeros((pos.shape[0], self.channels, 3))
+        v = pos.new_zeros((pos.shape[0], 3, self.channels))           # components first, see MCEGNNLayer
         for layer in self.layers:
             h, v = layer(h, v, x, rbf, env, i, j)
-        energy = self.energy_head(torch.cat([h, (v * v).sum(-1)], dim=-1)).squeeze(-1)
+        energy = self.energy_head(torch.cat([h, (v * v).sum(1)], dim=-1)).squeeze(-1)
         forces = None
         if self.force_head is not None:
-            forces = self.force_head(v.transpose(1, 2)).squeeze(-1)    # (n, 3) = sum_c w_c V^c
+            forces = self.force_head(v).squeeze(-1)                   # (n, 3) = sum_c w_c V^c
         return energy, forces

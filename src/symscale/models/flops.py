@@ -11,9 +11,12 @@ We keep that convention for ``kappa``: it is what makes ``3κND`` comparable wit
 and it is the part of the cost that grows with N. Because equivariant models (vector channels, tensor
 products written as elementwise products) do a real share of their arithmetic outside matmuls,
 :func:`measure_kappa` also reports ``kappa_elementwise``: κ after adding about one FLOP per element of
-the largest floating operand of every other arithmetic op (pure data movement — views, copies,
-gathers, concatenations, allocation — is excluded). It is an upper-bound-style diagnostic for the
-docs, not the κ used for C.
+the largest floating (dense) operand of every other arithmetic op (pure data movement — views, copies,
+gathers, concatenations, allocation — and the assembly of sparse matrices are excluded). It is an
+upper-bound-style diagnostic for the docs, not the κ used for C.
+
+Block-sparse (CSR) matrix products — eSEN's edge rotations, GemNet's gathers — count 2 FLOPs per stored
+entry and column (``layers._count_sparse_mm``), not as dense matrices.
 
 Positions are passed as ``pos * 1.0`` (a non-leaf copy): FlopCounterMode can otherwise miss work done
 on leaf inputs (pytorch issue 131753).
@@ -74,7 +77,7 @@ class _ElementwiseCounter(TorchDispatchMode):
         if packet in flop_registry or func.is_view or name in _MOVEMENT:
             return out
         sizes = [t.numel() for t in torch.utils._pytree.tree_leaves((args, kwargs, out))
-                 if isinstance(t, torch.Tensor) and t.is_floating_point()]
+                 if isinstance(t, torch.Tensor) and t.is_floating_point() and t.layout == torch.strided]
         if sizes:
             self.flops += max(sizes)
         return out

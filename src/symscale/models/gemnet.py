@@ -30,7 +30,10 @@ smooth in the positions. Sums are normalised by ``1/sqrt(1 + sum of envelopes)``
 
 Cost: triplets and quadruplets grow fast with their cutoffs (on drug-like molecules ~10 triplets and
 ~30-60 quadruplets per edge at 4 / 3 Å); both are aggregated by batched matrix products over a padded
-layout (targets sorted into 4 buckets by term count), never as a ``(terms, basis, channels)`` tensor.
+layout (targets sorted into 4 buckets by term count, gathered in one pass), never as a
+``(terms, basis, channels)`` tensor; the quadruplet product ``x_in · gate_mid`` is formed once per ``(mid,
+in)`` triplet, not per quadruplet. The edge MLPs on ``[h_i, h_j, ...]`` project the atom parts per atom and
+gather them (:func:`~symscale.models.layers.pair_linear`: the same map, fewer FLOPs).
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ from torch import nn
 from ..data.batch import Batch
 from ..errors import ConfigError
 from . import gemnet_geometry as geo
+from .gemnet_terms import aggregate, term_layout
 from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel,
-                     PolynomialEnvelope, init_linear_, scatter_sum)
+                     PolynomialEnvelope, edge_vectors, init_linear_, pair_linear, scatter_sum)
 
 OPTIONS: dict[str, tuple[object, str]] = {
     "forces": ("direct", "force mode: 'direct' (force head sum_j f_ij r_hat_ij) or 'conservative'"),
@@ -84,24 +88,18 @@ class _ManyBody(nn.Module):
         self.up = nn.Linear(dim, width, bias=False)
         self.act = nn.SiLU()
 
-    def forward(self, m: torch.Tensor, rbf: torch.Tensor, terms: list[dict]) -> torch.Tensor:
+    def forward(self, m: torch.Tensor, rbf: torch.Tensor, terms: dict | None) -> torch.Tensor:
         """``m`` ``(E, w)``, ``rbf`` ``(E, R)``; ``terms`` from :meth:`GemNet.interaction_graph`."""
-        out = m.new_zeros(m.shape)
-        if not terms:
-            return out
+        if terms is None:
+            return m.new_zeros(m.shape)
         x, gate = self.act(self.down(m)), self.radial(rbf)
-        xg = x * gate
-        aggs = []
-        for t in terms:                                       # a few padding buckets, not a loop over edges
-            basis = t["basis"]                                # (R_b, K_b, B) incl. envelopes and scale
-            if t["gate"] is None:                             # the radial gate of the source edge
-                y = xg.index_select(0, t["src"])
-            else:
-                y = x.index_select(0, t["src"]) * gate.index_select(0, t["gate"])
-            aggs.append(torch.bmm(basis.transpose(1, 2), y.view(basis.shape[0], basis.shape[1], -1)))
-        agg = torch.cat(aggs).flatten(1)
-        rows = torch.cat([t["rows"] for t in terms])
-        return out.index_copy(0, rows, self.up(self.act(self.bilinear(agg))))
+        if terms["table"] is None:                            # triplets: the radial gate of the source edge
+            table = x * gate
+        else:                                                 # quadruplets: x of in, gate of mid, per triplet
+            src, mid = terms["table"]
+            table = x.index_select(0, src) * gate.index_select(0, mid)
+        agg = aggregate(table, terms)  # (rows, B * D): a few padding buckets, not a loop over edges
+        return m.new_zeros(m.shape).index_copy_(0, terms["rows"], self.up(self.act(self.bilinear(agg))))
 
 
 class _Block(nn.Module):
@@ -121,8 +119,8 @@ class _Block(nn.Module):
 
     def forward(self, h: torch.Tensor, m: torch.Tensor, g: dict) -> tuple[torch.Tensor, torch.Tensor]:
         centre, neigh = g["centre"], g["neigh"]
-        pair = torch.cat([h.index_select(0, centre), h.index_select(0, neigh), m], dim=-1)
-        m = (m + self.edge_from_atoms(pair)) * _INV_SQRT2
+        first, act, last = self.edge_from_atoms  # MLP on [h_i, h_j, m_ij], node parts projected per atom
+        m = (m + last(act(pair_linear(first, h, centre, neigh, m)))) * _INV_SQRT2
         u = self.act(self.edge_self(m))
         u = u + self.triplet(m, g["rbf"], g["triplets"])
         if self.quadruplet is not None:
@@ -208,43 +206,49 @@ class GemNet(ForceFieldModel):
     def interaction_graph(self, batch: Batch, vec: torch.Tensor, dist: torch.Tensor) -> dict:
         """Index sets and invariant bases of one batch (edges, triplets and, at body order 4, quadruplets)."""
         ei, shift, n = batch.edge_index, batch.edge_shift, batch.pos.shape[0]
+        n_edges = ei.shape[1]
         d = dist.detach()
-        g: dict = {"centre": ei[0], "neigh": ei[1], "rbf": self.rbf(dist)}
-        g["a_scale"] = _soft_degree(self.env(dist), ei[0], n)
+        env = self.env(dist)  # the envelope of the radial basis as well (same cutoff and power)
+        g: dict = {"centre": ei[0], "neigh": ei[1], "rbf": self.rbf(dist, env.unsqueeze(-1))}
+        g["a_scale"] = _soft_degree(env, ei[0], n)
+        unit = geo.unit_columns(vec)  # (3, E), shared by angles and dihedrals
+        fused = not (torch.is_grad_enabled() and vec.requires_grad)  # constant bases: fused aggregation
 
         t_mask = geo.nearest_mask(ei[0], d, d < self.triplet_cutoff, self.max_neighbors)
         t_out, t_in = geo.triplets(ei, shift, t_mask, n)
         env_t = self.env_trip(dist)
-        w_t = env_t[t_out] * env_t[t_in]
+        w_t = env_t.index_select(0, t_out) * env_t.index_select(0, t_in)
         g["t_out"], g["t_in"] = t_out, t_in
-        w_t = w_t * _soft_degree(w_t, t_out, ei.shape[1])[t_out]
-        basis = geo.legendre(geo.triplet_cosine(vec, t_out, t_in), self.num_spherical) * w_t[:, None]
-        g["triplets"] = _terms(basis, t_out, t_in, None, ei.shape[1])
+        w_t = w_t * _soft_degree(w_t, t_out, n_edges).index_select(0, t_out)
+        basis = geo.legendre(geo.triplet_cosine(vec, t_out, t_in, unit), self.num_spherical, dim=0) * w_t
+        g["triplets"] = term_layout(basis.T.contiguous(), t_out, t_in, n_edges, n_edges, fused=fused)
 
         if self.body_order == 4:
             q_mask = t_mask & (d < self.quadruplet_cutoff)
-            keep = q_mask[t_out] & q_mask[t_in]
-            q_out, q_mid, q_in = geo.quadruplets(ei, shift, t_out[keep], t_in[keep])
+            keep = torch.nonzero(q_mask.index_select(0, t_out) & q_mask.index_select(0, t_in)).squeeze(-1)
+            tq_out, tq_in = t_out.index_select(0, keep), t_in.index_select(0, keep)
+            q_out, q_mid, q_in, q_trip = geo.quadruplets(ei, shift, tq_out, tq_in, with_triplet=True)
             env_q = self.env_quad(dist)
-            w_q = env_q[q_out] * env_q[q_mid] * env_q[q_in]
-            cos_j, cos_k, x, y = geo.dihedral_components(vec, q_out, q_mid, q_in)
-            harm = geo.dihedral_harmonics(x, y, self.num_dihedral)                   # (Q, M)
-            ang = torch.stack([torch.ones_like(cos_j), cos_j, cos_k], dim=-1)        # (Q, 3)
+            w_q = env_q.index_select(0, q_out) * env_q.index_select(0, q_mid) * env_q.index_select(0, q_in)
+            cos_j, cos_k, x, y = geo.dihedral_components(vec, q_out, q_mid, q_in, unit)
+            harm = geo.dihedral_harmonics(x, y, self.num_dihedral, dim=0)            # (M, Q)
             g["q_out"], g["q_mid"], g["q_in"] = q_out, q_mid, q_in
-            w_q = w_q * _soft_degree(w_q, q_out, ei.shape[1])[q_out]
-            basis = (ang.unsqueeze(-1) * harm.unsqueeze(-2)).flatten(1) * w_q[:, None]
-            g["quadruplets"] = _terms(basis, q_out, q_in, q_mid, ei.shape[1])
+            w_q = w_q * _soft_degree(w_q, q_out, n_edges).index_select(0, q_out)
+            ang = torch.stack([w_q, cos_j * w_q, cos_k * w_q])                      # (3, Q), weight folded in
+            basis = (ang.unsqueeze(1) * harm.unsqueeze(0)).flatten(0, 1)               # (3M, Q): a * M + m
+            g["quadruplets"] = term_layout(basis.T.contiguous(), q_out, q_trip, n_edges, tq_out.shape[0],
+                                           table=(tq_in, tq_out), fused=fused)
         return g
 
     # ------------------------------------------------------------------ model
     def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        vec = batch.edge_vectors(pos)
+        vec = edge_vectors(batch, pos)
         dist = torch.linalg.vector_norm(vec, dim=-1)
         g = self.interaction_graph(batch, vec, dist)
         centre, neigh = g["centre"], g["neigh"]
         h = self.embedding(batch.numbers).to(pos.dtype)
-        pair = torch.cat([h.index_select(0, centre), h.index_select(0, neigh), g["rbf"]], dim=-1)
-        m = self.edge_embedding(pair)
+        first, act, last = self.edge_embedding  # MLP on [h_i, h_j, rbf_ij], node parts projected per atom
+        m = last(act(pair_linear(first, h, centre, neigh, g["rbf"])))
         direct = self.force_mode == "direct"
         energy, f = h.new_zeros(h.shape[0]), m.new_zeros(m.shape[0])
         for block, output in zip(self.blocks, self.outputs):
@@ -265,19 +269,6 @@ def edge_forces_to_atoms(f: torch.Tensor, vec: torch.Tensor, dist: torch.Tensor,
     """``F_i = -sum_j f_ij r_hat_ij``: positive ``f_ij`` pushes ``i`` away from ``j``. Shape ``(n, 3)``."""
     unit = vec / dist.clamp_min(1e-12).unsqueeze(-1)
     return -scatter_sum(f.unsqueeze(-1) * unit, centre, n_atoms)
-
-
-def _terms(basis: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, gate: torch.Tensor | None,
-           n_edges: int) -> list[dict]:
-    """Padded per-target layouts of many-body terms for :class:`_ManyBody` (padding has zero basis)."""
-    out = []
-    for rows, idx, slot, kmax in geo.dense_layout(dst, n_edges):
-        size = rows.numel() * kmax
-        dense_src = src.new_zeros(size).index_copy(0, slot, src[idx])
-        dense_gate = None if gate is None else gate.new_zeros(size).index_copy(0, slot, gate[idx])
-        out.append({"basis": geo.to_dense(basis[idx], slot, rows.numel(), kmax), "rows": rows,
-                    "src": dense_src, "gate": dense_gate})
-    return out
 
 
 def _soft_degree(weight: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:

@@ -34,13 +34,14 @@ def pair_by_key(left_key: torch.Tensor, right_key: torch.Tensor, n_keys: int,
     order = torch.argsort(right_key, stable=True)
     counts = torch.bincount(right_key, minlength=n_keys)
     start = torch.cumsum(counts, 0) - counts
-    reps = counts[left_key]
+    reps = counts.index_select(0, left_key)
     total = int(reps.sum())
     a = torch.repeat_interleave(torch.arange(left_key.shape[0], device=device), reps,
                                 output_size=total)
-    first = torch.cumsum(reps, 0) - reps
-    offset = torch.arange(total, device=device) - torch.repeat_interleave(first, reps, output_size=total)
-    b = order[start[left_key][a] + offset]
+    # pair k of left item a takes the right item at sorted position start[key_a] + (k - first_a)
+    shift = start.index_select(0, left_key) - (torch.cumsum(reps, 0) - reps)
+    b = order.index_select(0, torch.repeat_interleave(shift, reps, output_size=total)
+                           + torch.arange(total, device=device))
     return a, b
 
 
@@ -78,43 +79,59 @@ def triplets(edge_index: torch.Tensor, edge_shift: torch.Tensor, mask: torch.Ten
         mask = torch.ones(n_edges, dtype=torch.bool, device=edge_index.device)
     n = n_atoms if n_atoms is not None else (int(edge_index.max()) + 1 if n_edges else 0)
     sub = torch.nonzero(mask).squeeze(-1)
-    centre, neigh = edge_index[0, sub], edge_index[1, sub]
+    centre, neigh = edge_index[0].index_select(0, sub), edge_index[1].index_select(0, sub)
     a, b = pair_by_key(neigh, centre, n)
-    out, inn = sub[a], sub[b]
-    same_atom = edge_index[0, out] == edge_index[1, inn]
-    same_image = (edge_shift[out] + edge_shift[inn]).abs().sum(-1) < _SAME_IMAGE_TOL
-    keep = ~(same_atom & same_image)
-    return out[keep], inn[keep]
+    out, inn = sub.index_select(0, a), sub.index_select(0, b)
+    back = edge_index[0].index_select(0, out) == edge_index[1].index_select(0, inn)
+    if bool(edge_shift.any()):  # periodic images: the back-edge is also the same image
+        back &= _zero_shift(edge_shift, out, inn)
+    keep = torch.nonzero(~back).squeeze(-1)
+    return out.index_select(0, keep), inn.index_select(0, keep)
 
 
 def quadruplets(edge_index: torch.Tensor, edge_shift: torch.Tensor, trip_out: torch.Tensor,
-                trip_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                trip_in: torch.Tensor, with_triplet: bool = False) -> tuple[torch.Tensor, ...]:
     """Quadruplets ``l -> k -> j -> i`` as edge indices ``(out, mid, in)`` joined from two triplets.
 
     ``(trip_out, trip_in)`` are triplets (from :func:`triplets`, usually on a smaller cutoff); a
     quadruplet is a triplet ``(out, mid)`` followed by a triplet ``(mid, in)``. Quadruplets with
     ``l`` the same image as ``i`` (three-rings) are dropped, so the four atoms are distinct images.
+    ``with_triplet``: also return, for each quadruplet, the position of its triplet ``(mid, in)`` in
+    ``(trip_out, trip_in)``.
     """
     n_edges = edge_index.shape[1]
     a, b = pair_by_key(trip_in, trip_out, n_edges)
-    out, mid, inn = trip_out[a], trip_in[a], trip_in[b]
-    same_atom = edge_index[0, out] == edge_index[1, inn]
-    shift = edge_shift[out] + edge_shift[mid] + edge_shift[inn]
-    keep = ~(same_atom & (shift.abs().sum(-1) < _SAME_IMAGE_TOL))
-    return out[keep], mid[keep], inn[keep]
+    out, mid, inn = trip_out.index_select(0, a), trip_in.index_select(0, a), trip_in.index_select(0, b)
+    ring = edge_index[0].index_select(0, out) == edge_index[1].index_select(0, inn)
+    if bool(edge_shift.any()):  # periodic images: a three-ring only if l is the very image of i
+        ring &= _zero_shift(edge_shift, out, mid, inn)
+    keep = torch.nonzero(~ring).squeeze(-1)
+    quads = (out.index_select(0, keep), mid.index_select(0, keep), inn.index_select(0, keep))
+    return quads + (b.index_select(0, keep),) if with_triplet else quads
 
 
-def _unit(vec: torch.Tensor) -> torch.Tensor:
-    return vec / torch.linalg.vector_norm(vec, dim=-1, keepdim=True).clamp_min(1e-12)
+def _zero_shift(edge_shift: torch.Tensor, *edges: torch.Tensor) -> torch.Tensor:
+    """Whether the lattice shifts of the chained ``edges`` sum to zero (the path returns to the same image)."""
+    total = sum(edge_shift.index_select(0, e) for e in edges)
+    return total.abs().sum(-1) < _SAME_IMAGE_TOL
 
 
-def triplet_cosine(vec: torch.Tensor, out: torch.Tensor, inn: torch.Tensor) -> torch.Tensor:
-    """``cos`` of the angle at ``j`` between ``r_ji`` and ``r_jk`` for triplets ``(out=(i,j), in=(j,k))``."""
-    u = _unit(vec)
-    return -(u[out] * u[inn]).sum(-1)
+def unit_columns(vec: torch.Tensor) -> torch.Tensor:
+    """Unit edge vectors as ``(3, E)`` columns (component-major: gathers and dot products over the three
+    components then run on contiguous rows); pass as ``unit`` to the functions below to compute it once."""
+    return (vec / torch.linalg.vector_norm(vec, dim=-1, keepdim=True).clamp_min(1e-12)).T.contiguous()
+
+
+def triplet_cosine(vec: torch.Tensor, out: torch.Tensor, inn: torch.Tensor,
+                   unit: torch.Tensor | None = None) -> torch.Tensor:
+    """``cos`` of the angle at ``j`` between ``r_ji`` and ``r_jk`` for triplets ``(out=(i,j), in=(j,k))``;
+    ``unit``: :func:`unit_columns` of ``vec`` if already computed."""
+    u = unit_columns(vec) if unit is None else unit
+    return -(u.index_select(1, out) * u.index_select(1, inn)).sum(0)
 
 
 def dihedral_components(vec: torch.Tensor, out: torch.Tensor, mid: torch.Tensor, inn: torch.Tensor,
+                        unit: torch.Tensor | None = None,
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Smooth invariants of quadruplets ``(out=(i,j), mid=(j,k), in=(k,l))``.
 
@@ -122,27 +139,30 @@ def dihedral_components(vec: torch.Tensor, out: torch.Tensor, mid: torch.Tensor,
     ``r_jk``) and at ``k`` (between ``r_kj``, ``r_kl``), and ``x = sin_j sin_k cos(phi)``,
     ``y = sin_j sin_k sin(phi)`` with ``phi`` the dihedral around ``j-k`` (IUPAC sign convention,
     ``phi = atan2(y, x)``). ``x`` and ``y`` are polynomials in unit bond vectors, hence smooth and
-    NaN-free even where ``phi`` is undefined (collinear atoms), where both vanish.
+    NaN-free even where ``phi`` is undefined (collinear atoms), where both vanish. ``unit``: as in
+    :func:`triplet_cosine`.
     """
-    u = _unit(vec)
-    b0, b1, b2 = -u[out], u[mid], u[inn]  # j->i, j->k, k->l
-    cos_j = (b0 * b1).sum(-1)
-    proj2 = (b2 * b1).sum(-1)
-    x = (b0 * b2).sum(-1) - cos_j * proj2
-    y = (torch.linalg.cross(b1, b0) * b2).sum(-1)
+    u = unit_columns(vec) if unit is None else unit
+    a0, b1, b2 = u.index_select(1, out), u.index_select(1, mid), u.index_select(1, inn)  # i->j, j->k, k->l
+    cos_j = -(a0 * b1).sum(0)                                             # b0 = -a0 = j->i
+    proj2 = (b2 * b1).sum(0)
+    x = -(a0 * b2).sum(0) - cos_j * proj2
+    y = -(torch.linalg.cross(b1, a0, dim=0) * b2).sum(0)
     return cos_j, -proj2, x, y
 
 
-def legendre(x: torch.Tensor, num: int) -> torch.Tensor:
-    """Legendre polynomials ``P_0 .. P_{num-1}`` of ``x``, stacked on a last axis ``(..., num)``."""
+def legendre(x: torch.Tensor, num: int, dim: int = -1) -> torch.Tensor:
+    """Legendre polynomials ``P_0 .. P_{num-1}`` of ``x``, stacked on axis ``dim`` (default: a last axis,
+    ``(..., num)``; ``dim=0``: ``(num, ...)``, contiguous per polynomial)."""
     ps = [torch.ones_like(x), x][:num]
-    for ell in range(1, num - 1):
-        ps.append(((2 * ell + 1) * x * ps[ell] - ell * ps[ell - 1]) / (ell + 1))
-    return torch.stack(ps, dim=-1)
+    for ell in range(1, num - 1):  # P_{l+1} = ((2l+1) x P_l - l P_{l-1}) / (l+1)
+        ps.append(torch.addcmul(ps[ell - 1] * (-ell / (ell + 1)), x, ps[ell], value=(2 * ell + 1) / (ell + 1)))
+    return torch.stack(ps, dim=dim)
 
 
-def dihedral_harmonics(x: torch.Tensor, y: torch.Tensor, num: int) -> torch.Tensor:
-    """``Re (x + i y)^m = (sin_j sin_k)^m cos(m phi)`` for ``m = 1..num``, shape ``(..., num)``.
+def dihedral_harmonics(x: torch.Tensor, y: torch.Tensor, num: int, dim: int = -1) -> torch.Tensor:
+    """``Re (x + i y)^m = (sin_j sin_k)^m cos(m phi)`` for ``m = 1..num``, stacked on axis ``dim`` (default:
+    a last axis, ``(..., num)``).
 
     Only the real parts are used, so the features are invariant under reflections as well as rotations;
     each vanishes smoothly where the dihedral is undefined.
@@ -152,7 +172,7 @@ def dihedral_harmonics(x: torch.Tensor, y: torch.Tensor, num: int) -> torch.Tens
     for _ in range(num - 1):
         re, im = re * x - im * y, re * y + im * x
         out.append(re)
-    return torch.stack(out, dim=-1)
+    return torch.stack(out, dim=dim)
 
 
 def dense_layout(dst: torch.Tensor, n_dst: int, buckets: int = 4,
@@ -167,30 +187,34 @@ def dense_layout(dst: torch.Tensor, n_dst: int, buckets: int = 4,
     of the terms of the group, and each such term's flat position ``row * K + rank`` in the grid.
     """
     device = dst.device
-    counts = torch.bincount(dst, minlength=n_dst)
-    rows = torch.nonzero(counts).squeeze(-1)
     if dst.numel() == 0:
         return []
-    rows = rows[torch.argsort(counts[rows], stable=True)]
+    counts = torch.bincount(dst, minlength=n_dst)
+    rows = torch.nonzero(counts).squeeze(-1)
+    rows = rows.index_select(0, torch.argsort(counts.index_select(0, rows), stable=True))
     pos_of = torch.full((n_dst,), -1, dtype=torch.long, device=device)
-    pos_of[rows] = torch.arange(rows.numel(), device=device)
-    order = torch.argsort(dst, stable=True)
+    pos_of.index_copy_(0, rows, torch.arange(rows.numel(), device=device))
     start = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(dst)
-    rank[order] = torch.arange(dst.numel(), device=device) - start[dst[order]]
-    term_pos = pos_of[dst]
+    position = torch.arange(dst.numel(), device=device)
+    if bool((dst[1:] >= dst[:-1]).all()):  # grouped by target already (triplets, quadruplets): no sort
+        rank = position - start.index_select(0, dst)
+    else:
+        order = torch.argsort(dst, stable=True)
+        rank = torch.empty_like(dst).index_copy_(0, order, position - start.index_select(0, dst.index_select(0, order)))
+    term_pos = pos_of.index_select(0, dst)
     out = []
     bounds = torch.linspace(0, rows.numel(), min(buckets, rows.numel()) + 1).round().long().tolist()
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    kmax_of = counts.index_select(0, rows[torch.tensor(bounds[1:], device=device) - 1]).tolist()
+    for (lo, hi), kmax in zip(zip(bounds[:-1], bounds[1:]), kmax_of):
         if hi <= lo:
             continue
-        kmax = int(counts[rows[hi - 1]])
         terms = torch.nonzero((term_pos >= lo) & (term_pos < hi)).squeeze(-1)
-        out.append((rows[lo:hi], terms, (term_pos[terms] - lo) * kmax + rank[terms], kmax))
+        slot = (term_pos.index_select(0, terms) - lo) * kmax + rank.index_select(0, terms)
+        out.append((rows[lo:hi], terms, slot, kmax))
     return out
 
 
 def to_dense(values: torch.Tensor, slot: torch.Tensor, n_rows: int, kmax: int) -> torch.Tensor:
     """Scatter per-term ``values`` ``(T, ...)`` into a zero-padded ``(R, K, ...)`` grid (differentiable)."""
     out = values.new_zeros((n_rows * kmax,) + tuple(values.shape[1:]))
-    return out.index_copy(0, slot, values).view((n_rows, kmax) + tuple(values.shape[1:]))
+    return out.index_copy_(0, slot, values).view((n_rows, kmax) + tuple(values.shape[1:]))

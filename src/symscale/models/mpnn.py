@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..data.batch import Batch
-from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel, init_linear_,
-                     scatter_sum)
+from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel, edge_vectors,
+                     init_linear_, scatter_sum)
 
 OPTIONS = {
     "forces": ("direct", "force mode: 'direct' (per-atom force head) or 'conservative' (-dE/dpos)"),
@@ -41,7 +41,7 @@ _THIRD = 3.0 ** -0.5  # the pre-activation sums three terms (receiver, sender, e
 class MPNNLayer(nn.Module):
     """One residual message-passing update on raw edge inputs (see the module docstring)."""
 
-    def __init__(self, width: int, edge_dim: int, avg_neighbors: float, residual_gain: float = 1.0):
+    def __init__(self, width: int, edge_dim: int, residual_gain: float = 1.0):
         super().__init__()
         self.src = init_linear_(nn.Linear(width, width), _THIRD)
         self.dst = init_linear_(nn.Linear(width, width, bias=False), _THIRD)
@@ -52,13 +52,16 @@ class MPNNLayer(nn.Module):
         self.out = init_linear_(nn.Linear(width, width, bias=False), SILU_GAIN)
         self.update = MLP([2 * width, width, width])
         init_linear_(self.update[-1], SILU_GAIN * residual_gain)
-        self.inv_avg = 1.0 / float(avg_neighbors)
 
-    def forward(self, h: torch.Tensor, edge_in: torch.Tensor, env: torch.Tensor,
+    def forward(self, h: torch.Tensor, edge_in: torch.Tensor, weight: torch.Tensor,
                 i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        a = torch.nn.functional.silu(self.src(h)[i] + self.dst(h)[j] + edge_in @ self.edge)
-        m = self.out(scatter_sum(a * env, i, h.shape[0]) * self.inv_avg)
-        return h + self.update(torch.cat([h, m], dim=-1))
+        """``h`` ``(n, width)``; ``edge_in`` ``(E, 3 + num_basis)``; ``weight`` ``(E, 1)``: the envelope
+        ``u(d_ij)`` divided by ``avg_neighbors`` (computed once per forward for all layers)."""
+        # gathers by index_select (backward: index_add, not the slower index_put of x[i]), the edge term
+        # added inside one addmm
+        pre = self.src(h).index_select(0, i) + self.dst(h).index_select(0, j)
+        a = torch.nn.functional.silu(torch.addmm(pre, edge_in, self.edge))
+        return h + self.update(torch.cat([h, self.out(scatter_sum(a * weight, i, h.shape[0]))], dim=-1))
 
 
 class MPNN(ForceFieldModel):
@@ -73,20 +76,22 @@ class MPNN(ForceFieldModel):
         self.width = int(width)
         self.embedding = ElementEmbedding(self.width)
         self.basis = BesselBasis(cutoff, num_basis)
-        self.layers = nn.ModuleList(MPNNLayer(self.width, 3 + num_basis, avg_neighbors, num_layers ** -0.5)
+        self.layers = nn.ModuleList(MPNNLayer(self.width, 3 + num_basis, num_layers ** -0.5)
                                     for _ in range(num_layers))
+        self.inv_avg = 1.0 / float(avg_neighbors)
         self.energy_head = MLP([self.width, self.width, 1], last_bias=False)  # a bias cancels against the isolated atom
         self.force_head = MLP([self.width, self.width, 3], last_bias=False) if forces == "direct" else None
 
     def compute(self, batch: Batch, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         i, j = batch.edge_index
-        vec = batch.edge_vectors(pos)
+        vec = edge_vectors(batch, pos)
         d = torch.linalg.vector_norm(vec, dim=-1)
-        edge_in = torch.cat([vec / self.cutoff, self.basis(d)], dim=-1) * RADIAL_GAIN
         env = self.basis.envelope(d).unsqueeze(-1)
+        edge_in = torch.cat([vec / self.cutoff, self.basis(d, env)], dim=-1) * RADIAL_GAIN
         h = self.embedding(batch.numbers).to(pos.dtype)
+        weight = env * self.inv_avg
         for layer in self.layers:
-            h = layer(h, edge_in, env, i, j)
+            h = layer(h, edge_in, weight, i, j)
         energy = self.energy_head(h).squeeze(-1)
         forces = self.force_head(h) if self.force_head is not None else None
         return energy, forces

@@ -224,6 +224,7 @@ class StudyConfig(_Strict):
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
     tf32: bool = False
     loader_workers: int = Field(0, ge=0, le=64)
+    compile: bool | Literal["auto"] = False
     max_retries: int = Field(2, ge=0)
     report: ReportSpec = Field(default_factory=ReportSpec)
     tune: TuneSpec | None = None
@@ -337,7 +338,8 @@ def expand(study: StudyConfig, data_path: str | None, study_dir: Path | None = N
                 digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
                 run_id = f"{group}-w{width}-s{seed}-{digest}"
                 run_dir = study_dir / "runs" / run_id
-                config = parse_config({**cfg, "loader_workers": study.loader_workers,  # not in the id
+                config = parse_config({**cfg, "loader_workers": study.loader_workers,  # these two: not in the id
+                                       "compile": study.compile,
                                        "name": run_id, "out": str(run_dir)},
                                       source=f"{source}: architectures.{i}")
                 runs.append(PlannedRun(run_id, group, arch.family, width, seed, config, run_dir))

@@ -159,7 +159,10 @@ class RunConfig(_Strict):
     over ``data.subset``; fractions allowed); neither = one epoch. ``group``: the laws group the run
     belongs to (default: the family plus its symmetry/data-reuse variant tag). Precision (``dtype``,
     ``tf32``): :mod:`symscale.train.precision`. ``loader_workers``: background processes building batches
-    ahead (:mod:`symscale.data.prefetch`; the same batches in the same order whatever the number)."""
+    ahead (:mod:`symscale.data.prefetch`; the same batches in the same order whatever the number).
+    ``compile``: ``torch.compile`` the training forward (``true``), never (``false``, default), or ``"auto"``:
+    decided after a few timed eager steps, when the projected saving pays back the compile time
+    (:mod:`symscale.train.compile`; conservative-force models are never compiled)."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN, max_length=200)
     group: str | None = None
@@ -178,6 +181,7 @@ class RunConfig(_Strict):
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
     tf32: bool = False
     loader_workers: int = Field(0, ge=0, le=64)
+    compile: bool | Literal["auto"] = False
     out: str | None = None
 
     @model_validator(mode="after")
@@ -205,8 +209,8 @@ class RunConfig(_Strict):
         """``name`` or ``<family>-w<width>-<8 hex digits of the config hash>``."""
         if self.name:
             return self.name
-        # loader_workers changes how batches are built, not what is trained
-        dump = self.model_dump(mode="json", exclude={"out", "name", "group", "loader_workers"})
+        # loader_workers and compile change how batches are built and steps are run, not what is trained
+        dump = self.model_dump(mode="json", exclude={"out", "name", "group", "loader_workers", "compile"})
         if not dump["data"]["where"]:  # ids of runs from before selections existed stay the same
             del dump["data"]["where"]
         if not dump["tf32"]:  # nor those of runs from before the tf32 option

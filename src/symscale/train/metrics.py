@@ -183,6 +183,8 @@ def run_summary(cfg, setup, counters: dict, status: str, reason: str | None, las
                          for g in setup.optimizer.param_groups}}
     if cfg.group:
         out["group"] = cfg.group
+    if getattr(setup, "compile", None) is not None:
+        out["compile"] = setup.compile
     if last is not None:
         out["final"] = {k: last[k] for k in ("step", "tokens", "compute", "loss", "energy_mae_per_atom",
                                              "force_mae", "force_l2")}

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..data.prefetch import Prefetcher, to_device
 from ..outputs import check_output_dir, mark_dir
 from . import checkpoint as ckpt_mod
+from .compile import CompileGate, configure_cpu_allocator
 from .config import RunConfig, load_config, parse_config
 from .guards import resolve_device
 from .loss import LossFunction
@@ -59,6 +60,7 @@ class RunSetup:
     multiplier: float
     precision: Precision
     hidden: list[str] = field(default_factory=list)
+    compile: dict | None = None     # the torch.compile decision, once made (summary.json "compile")
 
 
 def prepare(cfg: RunConfig, device: torch.device, dataset=None) -> RunSetup:
@@ -200,6 +202,8 @@ def run(config: RunConfig | dict | str | os.PathLike, out: str | os.PathLike | N
         raise ConfigError(f"out: {run_dir} already holds a run; pass --resume to continue it or choose "
                           f"another directory")
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        configure_cpu_allocator()  # freed activations reused, not page-faulted every step (train/compile.py)
     from ..data import open_dataset
 
     dataset = open_dataset(cfg.data.path, where=cfg.data.where)
@@ -279,6 +283,8 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
         return True
 
     net.train()
+    gate = CompileGate(cfg.compile, model.force_mode, net)
+    s.compile = gate.record
     pinned = cfg.loader_workers > 0 and s.device.type == "cuda"
     it = iter(Prefetcher(loader, cfg.loader_workers, pin_memory=pinned))
     try:
@@ -299,7 +305,7 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
                                           cfg.optimizer.warmup_steps, cfg.optimizer.min_lr_ratio))
             opt.zero_grad(set_to_none=True)
             with prec.autocast_context():
-                pred = prec.outputs(net(batch))  # energies and forces in float32 under bfloat16 autocast
+                pred = prec.outputs(gate.forward(batch))  # energies and forces in float32 under bfloat16 autocast
                 loss = loss_fn(pred, batch)
                 if cfg.symmetry.loss is not None:
                     from .symmetry import symmetry_loss
@@ -322,7 +328,9 @@ def _train(cfg: RunConfig, s: RunSetup, run_dir: Path, resolved_yaml: str, resum
             counters["step"] += 1
             counters["tokens"] += batch.tokens
             counters["flops_measured"] += s.flops_per_token * batch.tokens
-            counters["train_time_s"] += time.perf_counter() - t0
+            step_s = time.perf_counter() - t0
+            counters["train_time_s"] += step_s
+            gate.observe(step_s, remaining_steps=(s.budget - counters["tokens"]) / max(1, batch.tokens))
             if callback is not None:
                 callback({"step": counters["step"], "tokens": counters["tokens"], "loss": lval,
                           "grad_norm": gnorm})
@@ -366,8 +374,8 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
         return
     saved = parse_config(yaml.safe_load(path.read_text()), source=str(path)).model_dump(mode="json")
     new = cfg.model_dump(mode="json")
-    for key in new:  # the loader's processes may change on resume: the batches do not
-        if key not in ("out", "loader_workers") and saved.get(key) != new[key]:
+    for key in new:  # the loader's processes and compilation may change on resume: the batches do not
+        if key not in ("out", "loader_workers", "compile") and saved.get(key) != new[key]:
             raise ConfigError(f"{key}: differs from the run being resumed ({path}); resume with the same "
                               f"config or start a new run directory")
 
