@@ -20,6 +20,25 @@ class TestESEN(ModelSuite):
     reflection = True
 
 
+class TestESENFairchem(ModelSuite):
+    """structure="fairchem" (fairchem eSCNMDBackbone's layout) with UMA's spectral feed-forward: exact."""
+    name = "esen"
+    options = {"num_layers": 2, "structure": "fairchem", "ffn": "spectral"}
+    equivariant = True
+    reflection = True
+
+
+class TestESENFairchemGrid(ModelSuite):
+    """structure="fairchem" with eSEN's S² grid feed-forward (its default): the pointwise MLP aliases degrees
+    above lmax, so rotations and reflections hold to ~2e-2 at initialisation, not to rounding (see
+    test_grid_feed_forward_error_is_aliasing_only); a wrong frame or parity would give errors of order one."""
+    name = "esen"
+    options = {"num_layers": 2, "structure": "fairchem"}
+    equivariant = True
+    reflection = True
+    equivariance_tol = 0.1
+
+
 def _batch(atoms_list) -> Batch:
     return Batch.from_atoms(atoms_list, cutoff=5.0, dtype=F64)
 
@@ -105,7 +124,8 @@ def test_force_head_reads_l1_channels():
 def test_options_change_the_model():
     base = count_parameters(build("esen", 8))
     for opts in ({"lmax": 2}, {"mmax": 4}, {"num_layers": 2}, {"num_basis": 4}, {"radial_hidden": 16},
-                 {"ffn_factor": 1}, {"parity": "so3"}):
+                 {"ffn_factor": 1}, {"parity": "so3"}, {"structure": "fairchem"}, {"ffn": "grid"},
+                 {"ffn": "spectral"}):
         assert count_parameters(build("esen", 8, **opts)) != base, opts
     torch.manual_seed(0)
     b = _batch([water()])
@@ -117,7 +137,8 @@ def test_options_change_the_model():
 
 
 @pytest.mark.parametrize("opts", [{"lmax": 5}, {"lmax": 0}, {"mmax": 3, "lmax": 2}, {"num_layers": 0},
-                                  {"parity": "o2"}, {"avg_neighbors": -1.0}, {"lmax": 2.5}])
+                                  {"parity": "o2"}, {"avg_neighbors": -1.0}, {"lmax": 2.5},
+                                  {"structure": "mace"}, {"ffn": "mlp"}])
 def test_bad_options_are_config_errors(opts):
     with pytest.raises(ConfigError, match="esen"):
         build("esen", 8, **opts)
@@ -154,3 +175,37 @@ def test_smooth_across_the_polar_chart_boundary():
     err = rel_err(forces.reshape(-1), fd)
     print(f"chart boundary FD error {err:.1e}")
     assert fd.abs().max() > 1e-4 and err < 1e-6
+
+
+def test_fairchem_structure_has_the_reference_sizes():
+    """At fairchem's released proportions (sphere = hidden = edge channels C = 14, 64 radial basis functions,
+    lmax 4, mmax 2, complex m > 0 weights) the blocks have exactly the parameter counts of fairchem-core
+    2.24.0's eSCNMDBackbone (benchmarks/fairchem_peer.py, params_by_module): Edgewise 58,744, GridAtomwise
+    588, EdgeDegreeEmbedding 2,618."""
+    model = build("esen", 14, num_layers=2, structure="fairchem", parity="so3", ffn_factor=1, num_basis=64,
+                  radial_hidden=14)
+    assert count_parameters(model.messages[0]) == 58744
+    assert count_parameters(model.ffns[0]) == 588
+    assert count_parameters(model.edge_embedding) == 2618
+
+
+def test_grid_feed_forward_error_is_aliasing_only():
+    """The S² grid round trip is exact up to lmax; with linear pointwise maps the grid feed-forward is exactly
+    equivariant; only the SiLUs (degrees above lmax folded back by the grid) make it approximate."""
+    from e3nn import o3
+
+    from symscale.models.esen_blocks import GridFeedForward, s2_grid
+
+    to, back = s2_grid(4)
+    assert torch.allclose(back @ to, torch.eye(25, dtype=F64), atol=1e-12)
+    torch.manual_seed(0)
+    ffn = GridFeedForward(4, 6, 12).double()
+    x = torch.randn(5, 25, 6, dtype=F64)  # unit second moment per coefficient, as after EquivariantRMSNorm
+    rot = random_rotation(3)
+    d = o3.Irreps("0e+1o+2e+3o+4e").D_from_matrix(rot)
+    err = rel_err(ffn(torch.einsum("ij,njc->nic", d, x)), torch.einsum("ij,njc->nic", d, ffn(x)))
+    linear = GridFeedForward(4, 6, 12).double()
+    linear.mlp[1], linear.mlp[3] = torch.nn.Identity(), torch.nn.Identity()
+    err_lin = rel_err(linear(torch.einsum("ij,njc->nic", d, x)), torch.einsum("ij,njc->nic", d, linear(x)))
+    print(f"grid feed-forward equivariance error: SiLU {err:.1e}, linear {err_lin:.1e}")
+    assert err_lin < 1e-12 and 1e-6 < err < 0.3  # ~0.1 for unit-scale random features (the model: ~1e-2)

@@ -14,13 +14,19 @@ residual, ``num_layers`` of them) is
    gates and hidden scalars also see the squared norms of the ℓ > 0 channels.
 
 The per-edge Wigner matrices ``(E, K', K)`` are built once per forward and shared by all blocks; rotating is
-one batched matmul each way. Cost per edge and block is O(L³·C + L²·C²) — no Clebsch–Gordan tensor product
-anywhere. Energies come from the ℓ=0 channels, direct forces from a learned linear map of the ℓ=1 channels
-(an equivariant vector per atom).
+one block-sparse matmul over all edges each way (:class:`~symscale.models.edge_frame.EdgeRotation`). Cost per
+edge and block is O(L³·C + L²·C²) — no Clebsch–Gordan tensor product anywhere. Energies come from the ℓ=0
+channels, direct forces from a learned linear map of the ℓ=1 channels (an equivariant vector per atom).
 
 Symmetry: with ``parity="o3"`` (default) all features have natural parity and the model is equivariant to
 rotations and reflections; ``parity="so3"`` keeps eSCN's ``+m ↔ −m`` ("imaginary") weights, which add
 pseudo-tensor paths and make the model only rotation-equivariant (mirror images may get different energies).
+
+Structure: ``structure="fairchem"`` switches to the layout of fairchem's eSEN (``eSCNMDBackbone``; blocks in
+``esen_blocks.py``): each edge rotates ``[h_j, h_i]`` (2C channels) and convolves it to ``ffn_factor·width``
+hidden channels, each block has its own radial MLP of the distance and both elements, and the node
+feed-forward defaults to fairchem's S² grid MLP (``ffn``). At matched parameters it costs about 1.6× the
+forward FLOPs of the default layout (docs/benchmarks.md, "eSEN vs fairchem eSCNMDBackbone").
 
 Depth: the paper used 12 blocks; the default here is 4, which keeps CPU training practical while still
 giving every atom a 4 × cutoff receptive field. ``num_layers`` changes it; width remains the scaling knob.
@@ -35,9 +41,13 @@ from torch import nn
 from ..data.batch import Batch
 from ..errors import ConfigError
 from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel,
-                     PolynomialEnvelope, init_linear_, scatter_sum)
-from .so2 import (PARITIES, EdgeFrame, EquivariantRMSNorm, SO2Convolution, SO3Linear, degree_of_rows,
-                  frame_rows, gate)
+                     PolynomialEnvelope, edge_vectors, init_linear_, scatter_sum)
+from .esen_blocks import (FFN_KINDS, ConcatMessageBlock, EdgeElementFeatures, ElementEdgeDegreeEmbedding,
+                          feed_forward)
+from .so2 import (PARITIES, EdgeFrame, EdgeRotation, EquivariantRMSNorm, SO2Convolution, SO3Linear,
+                  degree_of_rows, frame_rows, gate)
+
+STRUCTURES = ("symscale", "fairchem")
 
 OPTIONS: dict[str, tuple[object, str]] = {
     "lmax": (4, "highest degree ℓ of the spherical-harmonic node features (1..4)"),
@@ -45,9 +55,14 @@ OPTIONS: dict[str, tuple[object, str]] = {
     "num_layers": (4, "number of message + feed-forward blocks (the paper used 12; depth is not scaled)"),
     "num_basis": (8, "Bessel radial basis functions"),
     "radial_hidden": (32, "hidden width of the radial MLP that modulates the SO(2) convolutions"),
-    "ffn_factor": (2, "hidden channels of the node feed-forward = ffn_factor × width"),
+    "ffn_factor": (2, "hidden channels of the node feed-forward (and, structure 'fairchem', of the messages) "
+                   "= ffn_factor × width"),
     "avg_neighbors": (10.0, "messages are summed and divided by this typical neighbour count"),
     "parity": ("o3", "'o3': rotation- and reflection-equivariant; 'so3': eSCN's +m/-m mixing, rotations only"),
+    "structure": ("symscale", "'symscale': node-level receiver/sender mixing, one shared radial MLP; 'fairchem': "
+                  "fairchem eSCNMDBackbone's layout ([h_j, h_i] per edge, radial MLP per block; esen_blocks)"),
+    "ffn": (None, "node feed-forward: 'gated', 'spectral' or 'grid' (S² grid, approximately equivariant); "
+            "None = 'gated' for structure 'symscale', 'grid' for 'fairchem'"),
 }
 
 
@@ -80,16 +95,16 @@ class MessageBlock(nn.Module):
         self.register_buffer("degree", degree_of_rows(lmax)[rows])
         self.lmax, self.width = lmax, width
 
-    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor,
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, rot: EdgeRotation,
                 radial: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``h``: ``(n, K, C)``; ``rot``: ``(E, K', K)`` into-frame maps; ``radial``: ``(E, R)``;
+        """``h``: ``(n, K, C)``; ``rot``: the edges' into-frame maps; ``radial``: ``(E, R)``;
         ``weight``: ``(E, 1, 1)`` envelope / normalisation. Returns the aggregated update ``(n, K, C)``."""
         i, j = edge_index
-        x = torch.bmm(rot, self.recv(h)[i] + self.send(h)[j])  # (E, K', C) in the edge frame
+        x = rot.into(self.recv(h).index_select(0, i) + self.send(h).index_select(0, j))  # (E, K', C)
         y, gates = self.conv1(x, radial)
         y = gate(y, gates.view(-1, self.lmax, self.width), self.degree)
         y, _ = self.conv2(y)
-        msg = torch.bmm(rot.transpose(1, 2), y * weight)  # back to the global frame, (E, K, C)
+        msg = rot.back(y, weight)  # weight * back to the global frame, (E, K, C)
         return scatter_sum(msg, i, h.shape[0])
 
 
@@ -135,12 +150,12 @@ class EdgeDegreeEmbedding(nn.Module):
         self.lin = init_linear_(nn.Linear(radial_dim + 2 * width, (lmax + 1) * width))
         self.lmax, self.width = lmax, width
 
-    def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor, radial: torch.Tensor,
+    def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, rot: EdgeRotation, radial: torch.Tensor,
                 weight: torch.Tensor) -> torch.Tensor:
         """``x0``: ``(n, C)`` element embeddings. Returns ``(n, K, C)``."""
         i, j = edge_index
-        m0 = self.lin(torch.cat([radial, x0[i], x0[j]], dim=-1)).reshape(-1, self.lmax + 1, self.width)
-        msg = rot[:, : self.lmax + 1].transpose(1, 2) @ (m0 * weight)  # m=0 rows come first in the frame
+        m0 = self.lin(torch.cat([radial, x0.index_select(0, i), x0.index_select(0, j)], dim=-1))
+        msg = rot.back_m0(m0.reshape(-1, self.lmax + 1, self.width), weight)  # only the m=0 rows are filled
         return scatter_sum(msg, i, x0.shape[0])
 
 
@@ -151,12 +166,14 @@ class ESEN(ForceFieldModel):
         width: channels per spherical-harmonic coefficient (the paper scanned 4…64).
         forces: ``"direct"`` (ℓ=1 force head, the study's choice) or ``"conservative"`` (−dE/dpos).
         cutoff: neighbour cutoff in Å (radial basis and envelope vanish there).
-        lmax, mmax, num_layers, num_basis, radial_hidden, ffn_factor, avg_neighbors, parity: see ``OPTIONS``.
+        lmax, mmax, num_layers, num_basis, radial_hidden, ffn_factor, avg_neighbors, parity, structure, ffn:
+            see ``OPTIONS``.
     """
 
     def __init__(self, width: int, forces: str = "direct", cutoff: float = 5.0, lmax: int = 4,
                  mmax: int | None = None, num_layers: int = 4, num_basis: int = 8, radial_hidden: int = 32,
-                 ffn_factor: int = 2, avg_neighbors: float = 10.0, parity: str = "o3"):
+                 ffn_factor: int = 2, avg_neighbors: float = 10.0, parity: str = "o3",
+                 structure: str = "symscale", ffn: str | None = None):
         super().__init__(forces=forces, cutoff=cutoff)
         width = _check_int("width", width, 1)
         lmax = _check_int("lmax", lmax, 1, 4)
@@ -170,6 +187,14 @@ class ESEN(ForceFieldModel):
                               f"got {avg_neighbors!r}")
         if parity not in PARITIES:
             raise ConfigError(f"model 'esen': option 'parity' must be one of {PARITIES}, got {parity!r}")
+        if structure not in STRUCTURES:
+            raise ConfigError(f"model 'esen': option 'structure' must be one of {STRUCTURES}, got {structure!r}")
+        ffn = ("gated" if structure == "symscale" else "grid") if ffn is None else ffn
+        if ffn not in FFN_KINDS:
+            raise ConfigError(f"model 'esen': option 'ffn' must be one of {FFN_KINDS} or None, got {ffn!r}")
+        self.structure, self.ffn = structure, ffn
+        fair, hidden = structure == "fairchem", ffn_factor * width
+        edge_dim = num_basis + 2 * radial_hidden  # structure 'fairchem': [basis, e_src(Z_j), e_tgt(Z_i)]
         self.width, self.lmax, self.mmax, self.parity = width, lmax, mmax, parity
         self.num_layers = num_layers
         self.avg_neighbors = float(avg_neighbors)
@@ -177,16 +202,23 @@ class ESEN(ForceFieldModel):
         self.frame = EdgeFrame(lmax, mmax)
         self.basis = BesselBasis(cutoff, num_basis)
         self.envelope = PolynomialEnvelope(cutoff)
-        self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden]),
-                                    nn.SiLU())
-        self.edge_embedding = EdgeDegreeEmbedding(lmax, width, radial_hidden)
+        if fair:  # per-edge element features; every block and the edge embedding have their own radial MLP
+            self.radial = EdgeElementFeatures(radial_hidden)
+            self.edge_embedding = ElementEdgeDegreeEmbedding(lmax, width, edge_dim, radial_hidden)
+        else:
+            self.radial = nn.Sequential(MLP([num_basis, radial_hidden, radial_hidden]),
+                                        nn.SiLU())
+            self.edge_embedding = EdgeDegreeEmbedding(lmax, width, radial_hidden)
         self.norms1 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
-        self.messages = nn.ModuleList([MessageBlock(lmax, mmax, width, radial_hidden, parity)
-                                       for _ in range(num_layers)])
+        self.messages = nn.ModuleList([
+            ConcatMessageBlock(lmax, mmax, width, hidden, edge_dim, radial_hidden, parity) if fair
+            else MessageBlock(lmax, mmax, width, radial_hidden, parity) for _ in range(num_layers)])
         self.norms2 = nn.ModuleList([EquivariantRMSNorm(lmax, width) for _ in range(num_layers)])
-        self.ffns = nn.ModuleList([FeedForward(lmax, width, ffn_factor * width) for _ in range(num_layers)])
+        self.ffns = nn.ModuleList([FeedForward(lmax, width, hidden) if ffn == "gated"
+                                   else feed_forward(ffn, lmax, width, hidden) for _ in range(num_layers)])
         self.norm_out = EquivariantRMSNorm(lmax, width)
-        self.energy_head = MLP([width, width, 1], last_bias=False)  # a constant cancels in E - E_isolated
+        self.energy_head = MLP([width, hidden, hidden, 1] if fair else [width, width, 1],
+                               last_bias=False)  # a constant cancels in E - E_isolated
         self.force_head = init_linear_(nn.Linear(width, 1, bias=False))
         # Row k = e3nn's ℓ=1 coefficients of the unit vector e_k; as that basis change is orthogonal, a row
         # of ℓ=1 coefficients times this matrix gives (x, y, z) whatever e3nn's ℓ=1 ordering is.
@@ -201,10 +233,13 @@ class ESEN(ForceFieldModel):
         x = torch.cat([x0[:, None], pos.new_zeros((n, k - 1, self.width))], dim=1)
         edge_index = batch.edge_index
         if edge_index.shape[1] > 0:
-            vec = batch.edge_vectors(pos)
+            vec = edge_vectors(batch, pos)
             dist = torch.linalg.norm(vec, dim=-1)
-            rot = self.frame(vec / dist.clamp(min=1e-9)[:, None])  # (E, K', K), shared by all blocks
-            radial = self.radial(self.basis(dist) * RADIAL_GAIN)
+            rot = self.frame.rotation(vec / dist.clamp(min=1e-9)[:, None])  # shared by all blocks
+            rot = rot.dense if self.structure == "fairchem" else rot  # esen_blocks: dense (E, K', K) maps
+            radial = self.basis(dist) * RADIAL_GAIN
+            radial = self.radial(radial, batch.numbers, edge_index) if self.structure == "fairchem" else \
+                self.radial(radial)
             weight = (self.envelope(dist) / self.avg_neighbors)[:, None, None]
             x = x + self.edge_embedding(x0, edge_index, rot, radial, weight)
             for norm1, message, norm2, ffn in zip(self.norms1, self.messages, self.norms2, self.ffns):
