@@ -26,6 +26,7 @@ import math
 from typing import Callable, Iterable
 
 import torch
+from schedulefree import AdamWScheduleFree
 from torch import nn
 
 HIDDEN_GROWTH = 3.5  # numel(2w) / numel(w) at or above which a parameter counts as a hidden matrix
@@ -70,16 +71,118 @@ def parameter_groups(model: nn.Module, lr: float, hidden: set[str] | None = None
 def build_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
     """The optimiser named by ``cfg.name`` (an :class:`~symscale.train.config.OptimizerConfig`)."""
     if cfg.name == "schedulefree":
-        from schedulefree import AdamWScheduleFree
-
-        opt = AdamWScheduleFree(groups, lr=groups[0]["lr"], betas=tuple(cfg.betas), eps=cfg.eps,
-                                weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps)
+        opt = FlatScheduleFree(groups, lr=groups[0]["lr"], betas=tuple(cfg.betas), eps=cfg.eps,
+                               weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps)
         opt.train()
         return opt
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=tuple(cfg.betas), eps=cfg.eps,
                                  weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name!r}")
+
+
+class FlatScheduleFree(AdamWScheduleFree):
+    """:class:`schedulefree.AdamWScheduleFree` (same arguments, same update, same ``state_dict``) computed on
+    one contiguous buffer per parameter group.
+
+    On CPU a ``torch._foreach_*`` operation runs one kernel per tensor: the parent's 9 per step cost ~0.5
+    ms for the 40–60 parameter tensors of a small model, 10–20 % of its training step. At a group's first
+    step its parameters, ``z`` and ``exp_avg_sq`` are copied into three flat buffers, and each parameter's
+    data and state entry becomes a view of its slice (the model's and the optimiser's ``state_dict`` still
+    hold one tensor per parameter). Each step then concatenates the gradients once and runs every
+    operation once on the whole buffer: the parent's elementwise arithmetic, in the same order. The
+    buffers are rebuilt from the current values when the state was replaced (``load_state_dict``) or a
+    parameter's data was (``.to()``, ``.data =``). A group in which a parameter has no gradient, or that
+    mixes dtypes or devices, gets the parent's per-tensor update. Unlike the parent, ``p.grad`` keeps the
+    raw gradient (the parent normalises it in place).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._flat: dict[int, tuple] = {}  # group index -> (state, data pointers, y, z, exp_avg_sq)
+
+    def _buffers(self, k: int, params: list[torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
+        """Flat ``(y, z, exp_avg_sq)`` of group ``k`` (built or rebuilt here); ``None`` when not flattenable."""
+        rec = self._flat.get(k)
+        if rec is not None and rec[0] is self.state and rec[1] == [p.data_ptr() for p in params]:
+            return rec[2:]
+        ref = params[0]
+        if any(p.dtype != ref.dtype or p.device != ref.device or p.layout != torch.strided for p in params):
+            return None
+        y = torch.empty(sum(p.numel() for p in params), dtype=ref.dtype, device=ref.device)
+        z, v = torch.empty_like(y), torch.empty_like(y)
+        off = 0
+        for p in params:
+            part, off = slice(off, off + p.numel()), off + p.numel()
+            state = self.state[p]
+            y[part].copy_(p.detach().reshape(-1))
+            if "z" in state:
+                z[part].copy_(state["z"].reshape(-1))
+                v[part].copy_(state["exp_avg_sq"].reshape(-1))
+            else:  # the parent's initialisation at a parameter's first step
+                z[part].copy_(y[part])
+                v[part].zero_()
+            p.data = y[part].view(p.shape)
+            state["z"], state["exp_avg_sq"] = z[part].view(p.shape), v[part].view(p.shape)
+        self._flat[k] = (self.state, [p.data_ptr() for p in params], y, z, v)
+        return y, z, v
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """``Optimizer.zero_grad``; ``set_to_none=True`` as one plain loop (a third of the parent's time)."""
+        if not set_to_none:
+            return super().zero_grad(set_to_none=False)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One optimisation step (``AdamWScheduleFree.step``, see the class docstring)."""
+        if not self.param_groups[0]["train_mode"]:
+            raise RuntimeError("Optimizer was not in train mode when step is called. Please insert .train() "
+                               "and .eval() calls on the optimizer. See documentation for details.")
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for k, group in enumerate(self.param_groups):  # the parent's schedule, verbatim
+            beta1, beta2 = group["betas"]
+            step = group["k"]
+            sched = (step + 1) / group["warmup_steps"] if step < group["warmup_steps"] else 1.0
+            bias_correction2 = 1 - beta2 ** (step + 1)
+            lr = group["scheduled_lr"] = group["lr"] * sched
+            lr_max = group["lr_max"] = max(lr, group["lr_max"])
+            weight = ((step + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
+            weight_sum = group["weight_sum"] = group["weight_sum"] + weight
+            ckp1 = weight / weight_sum if weight_sum != 0 else 0
+            params = group["params"]
+            grads = [p.grad for p in params]
+            flat = self._buffers(k, params) if params and all(g is not None for g in grads) else None
+            if flat is not None:
+                y, z, v = ([t] for t in flat)
+                grad = [torch._C._nn.flatten_dense_tensors(grads)]  # one copy into a new flat tensor
+            else:
+                y = [p for p in params if p.grad is not None]
+                for p in y:
+                    if "z" not in self.state[p]:
+                        self.state[p]["z"] = torch.clone(p, memory_format=torch.preserve_format)
+                        self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                grad = [p.grad for p in y]
+                z, v = [self.state[p]["z"] for p in y], [self.state[p]["exp_avg_sq"] for p in y]
+            if y:
+                torch._foreach_mul_(v, beta2)
+                torch._foreach_addcmul_(v, grad, grad, value=1 - beta2)
+                denom = torch._foreach_div(v, bias_correction2)
+                torch._foreach_sqrt_(denom)
+                torch._foreach_add_(denom, group["eps"])
+                torch._foreach_div_(grad, denom)
+                if group["weight_decay"] != 0:
+                    torch._foreach_add_(grad, y, alpha=group["weight_decay"])
+                torch._foreach_lerp_(y, z, weight=ckp1)
+                torch._foreach_add_(y, grad, alpha=lr * (beta1 * (1 - ckp1) - 1))
+                torch._foreach_sub_(z, grad, alpha=lr)
+            group["k"] = step + 1
+        return loss
 
 
 def is_schedule_free(opt: torch.optim.Optimizer) -> bool:
@@ -114,9 +217,24 @@ def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
 
 def clip_gradients(params: Iterable[torch.Tensor], max_norm: float | None) -> float:
     """Clip the global gradient L2 norm to ``max_norm`` (``None`` = measure only); return the norm
-    *before* clipping (``inf``/``nan`` when a gradient is not finite)."""
-    params = [p for p in params if p.grad is not None]
-    if not params:
+    *before* clipping (``inf``/``nan`` when a gradient is not finite).
+
+    ``torch.nn.utils.clip_grad_norm_``'s scaling (gradients times ``min(max_norm / (norm + 1e-6), 1)``),
+    with the norm taken of all gradients concatenated (one copy and one reduction instead of a norm per
+    tensor: equal to rounding), and the gradients multiplied only when the factor is below 1 (or not a
+    number): multiplying by exactly 1 changes nothing and costs one kernel per parameter tensor.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
         return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
-    return float(norm)
+    try:  # dense gradients on one device (different dtypes are promoted)
+        norm = torch.linalg.vector_norm(torch._C._nn.flatten_dense_tensors(grads))
+    except RuntimeError:  # sparse or on several devices: torch's per-tensor norms
+        norm = torch.nn.utils.get_total_norm(grads)
+    value = float(norm)
+    # the factor is exactly 1 (nothing to do) unless the norm comes within float32 rounding of max_norm
+    if max_norm is not None and not value + 1e-6 < max_norm * (1.0 - 1e-5):
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        if not float(coef) >= 1.0:  # also when the norm is not finite (coef 0 or nan), as clip_grad_norm_
+            torch._foreach_mul_(grads, coef)
+    return value
