@@ -22,6 +22,9 @@ the study's training step (zero_grad, forward, per-atom energy MAE + mean force-
 timed in ``--rounds`` rounds; each round times the three models one after the other (``--repeats`` repeats
 of ≥ ``--min-time`` s each, process CPU time); the medians over all repeats give structures per CPU-second
 and the ratios. The peer runs once per round as a fresh subprocess (its import and build are not timed).
+``--allocator tuned`` raises glibc's mmap and trim thresholds in both processes (what symscale's training loop
+does in its own, ``symscale.train.compile.configure_cpu_allocator``; the peer through glibc's
+``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``); by default neither is changed.
 
 ``benchmarks/models.py --fairchem-python PY`` uses :func:`run_fairchem` and :func:`print_fairchem` of this file
 for its single-run comparison against one esen row.
@@ -54,9 +57,14 @@ from symscale.models import build, count_parameters  # noqa: E402
 from symscale.models.flops import measure_kappa, training_step_flops  # noqa: E402
 
 
-def run_peer(python: str, xyz: str, extra: list[str], threads: int) -> dict:
+#: glibc's environment tunables equal to ``symscale.train.compile.configure_cpu_allocator`` (``--allocator tuned``)
+TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
+
+def run_peer(python: str, xyz: str, extra: list[str], threads: int, env: dict | None = None) -> dict:
     cmd = [python, str(HERE / "fairchem_peer.py"), "--xyz", xyz, "--threads", str(threads), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads)})
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise ConfigError(f"fairchem_peer.py exited {proc.returncode}: {tail[0]}")
@@ -135,8 +143,10 @@ CATEGORIES = ("wigner", "rotations", "so2_convs", "radial", "node_mixing", "feed
 def categories(fl: dict[str, int]) -> dict[str, int]:
     """Forward FLOPs by kind of work from :func:`module_flops` (symscale esen at depth 4, fairchem at 6).
 
-    ``wigner``: building the per-edge rotations (fairchem: what its backbone does outside submodules);
-    ``rotations``: rotating node features into edge frames and back (the ``bmm``s of the message blocks);
+    ``wigner``: building the per-edge rotations (what the model, fairchem: its backbone, does outside
+    submodules);
+    ``rotations``: rotating node features into edge frames and back (fairchem: dense ``bmm``s; symscale: the
+    block-sparse products of :class:`~symscale.models.edge_frame.EdgeRotation`, counted by their non-zeros);
     ``so2_convs``: the SO(2) convolutions without their radial modulation; ``radial``: radial networks (the
     shared or per-block MLPs and the last layer that gives each convolution's modulation); ``node_mixing``:
     symscale's node-level receiver / sender maps; ``feed_forward``: the node feed-forwards (on a grid: with
@@ -174,7 +184,10 @@ def categories(fl: dict[str, int]) -> dict[str, int]:
             out["rotations"] += g(p, 0) - conv - mix - g(f"{p}.radial", 0)
             out["feed_forward"] += g(f"ffns.{b}", 0)
         out["edge_embedding"] = g("edge_embedding", 0)
-        out["wigner"] = g("frame", 0)
+        # EdgeFrame.rotation is called as a method, not through the module's forward: its FLOPs (the Wigner
+        # entries' two matmuls; nothing else of note runs outside a submodule) belong to the root itself
+        called = [k for k in fl if k and not any(".".join(k.split(".")[:d]) in fl for d in range(1, k.count(".") + 1))]
+        out["wigner"] = total - sum(fl[k] for k in called)  # called: the outermost submodules that ran
     out["other"] = total - sum(out.values())
     return out
 
@@ -195,7 +208,8 @@ def matched_width(target: int, options: dict, fairchem_sizes: bool) -> int:
 def print_report(res: dict) -> None:
     b = res["batch"]
     print(f"batch: {b['structures']} structures, {b['atoms']} atoms, {b['edges']} edges; float32; 1 thread; "
-          f"{res['rounds']} rounds; load average {res['loadavg'][0]:.1f} → {res['loadavg_end'][0]:.1f}")
+          f"{res['rounds']} rounds; allocator {res['allocator']}; load average {res['loadavg'][0]:.1f} → "
+          f"{res['loadavg_end'][0]:.1f}")
     print()
     print("| model | params | forward GFLOP | κ | step GFLOP | CPU ms/step (median) | structures per CPU-s | "
           "vs fairchem |")
@@ -230,11 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per model and round")
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds one timed repeat lasts at least")
+    ap.add_argument("--allocator", default="default", choices=("default", "tuned"),
+                    help="'tuned': glibc's mmap / trim thresholds raised in both processes, as symscale's "
+                         "training loop does in its own (configure_cpu_allocator); 'default': neither")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
     args = ap.parse_args(argv)
     import models as bench  # benchmarks/models.py: load_structures, Trainer
 
     torch.set_num_threads(1)
+    peer_env = {}
+    if args.allocator == "tuned":
+        from symscale.train.compile import configure_cpu_allocator
+
+        if not configure_cpu_allocator():
+            raise ConfigError("--allocator tuned: needs Linux with glibc")
+        peer_env = TUNED_MALLOC_ENV
     load0 = os.getloadavg()
     atoms, _ = bench.load_structures("reference", args.batch, 5.0)
     batch = Batch.from_atoms(atoms, cutoff=5.0, dtype=torch.float32)
@@ -287,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                              for k in range(args.repeats)]
             out = run_peer(args.fairchem_python, xyz, ["--channels", str(c), "--repeats", str(args.repeats),
                                                        "--warmup", "1", "--min-time", str(args.min_time),
-                                                       "--depth", "0", *peer_args], 1)
+                                                       "--depth", "0", *peer_args], 1, peer_env)
+            if out["malloc_env"] != peer_env:
+                raise ConfigError(f"fairchem_peer.py saw glibc settings {out['malloc_env']}, expected {peer_env}")
             cpu["fairchem"] += out["cpu_step_s_all"]
             print(f"round {r + 1}: " + ", ".join(f"{k} {1e3 * statistics.median(v):.0f} ms" for k, v in cpu.items()),
                   file=sys.stderr, flush=True)
@@ -297,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         m["structures_per_cpu_s"] = batch.n_structures / m["cpu_step_s"]
     res = {"command": " ".join(["python", "benchmarks/esen_fairchem.py", *(argv or sys.argv[1:])]),
            "fairchem_version": peer["fairchem_version"], "torch": torch.__version__, "rounds": args.rounds,
+           "allocator": args.allocator,
            "batch": {"structures": batch.n_structures, "atoms": batch.tokens, "edges": batch.n_edges},
            "loadavg": load0, "loadavg_end": os.getloadavg(), "models": models, "variants": variants}
     print_report(res)

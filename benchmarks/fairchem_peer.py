@@ -276,7 +276,8 @@ def main(argv=None) -> int:
            "threads": args.threads, "build_s": build_s, "forward_flops": forward_flops,
            "kappa": forward_flops / (params * n_atoms), "step_flops": step_flops,
            "forward_flops_by_module": module_flops(fwd, args.depth),
-           "params_by_module": module_params(model, args.depth), **res}
+           "params_by_module": module_params(model, args.depth),
+           "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}, **res}
     print(json.dumps(out))
     return 0
 

@@ -110,19 +110,23 @@ class OpCounter(TorchDispatchMode):
 OPTIMIZERS = ("adamw", "fused", "schedulefree")
 
 
-def make_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, model: torch.nn.Module, lr: float,
+                   groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """``adamw``: torch's default AdamW (a per-parameter for-loop on CPU; what ``symscale.train`` builds);
-    ``fused``: ``AdamW(fused=True)``; ``schedulefree``: ``AdamWScheduleFree`` (foreach) in train mode."""
+    ``fused``: ``AdamW(fused=True)``; ``schedulefree``: the schedule-free AdamW that
+    ``symscale.train.optim.build_optimizer`` builds (``warmup_steps=0``, other settings the defaults), in train
+    mode. ``groups``: parameter groups (``symscale.train.optim.parameter_groups``) instead of one group."""
+    params = groups if groups is not None else model.parameters()
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr)
+        return torch.optim.AdamW(params, lr=lr)
     if name == "fused":
-        return torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
+        return torch.optim.AdamW(params, lr=lr, fused=True)
     if name == "schedulefree":
-        from schedulefree import AdamWScheduleFree
+        from symscale.train.config import OptimizerConfig
+        from symscale.train.optim import build_optimizer, parameter_groups
 
-        opt = AdamWScheduleFree(model.parameters(), lr=lr)
-        opt.train()
-        return opt
+        return build_optimizer(groups if groups is not None else parameter_groups(model, lr),
+                               OptimizerConfig(name="schedulefree", lr=lr, warmup_steps=0))
     raise ConfigError(f"--optimizer: expected one of {OPTIMIZERS}, got {name!r}")
 
 

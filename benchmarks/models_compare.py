@@ -5,13 +5,15 @@ Run through ``benchmarks/models.py --compare-src OLD_SRC`` (see its docstring). 
 tree this file belongs to. Both build the same batch and, for every family x width, the same model
 (``torch.manual_seed(0)``); the old model's initial ``state_dict`` is loaded into the new one (so the new
 code must accept the old checkpoints) and both evaluate the batch in float64: the largest relative difference
-of energies and forces is reported. Then each times the study's training step (zero_grad, forward, loss =
-per-atom energy MAE + mean per-atom force-error L2, backward, ``clip_grad_norm_(10)``, optimiser step) in
-``rounds`` alternating rounds (old, new, new, old, ...), each round a fixed number of steps, measuring the
-worker's process CPU time (one thread). Reported: the median CPU time per step of each side, atoms per
-CPU-second and their ratio (new / old), and aten ops dispatched per step. Each worker first applies what its
-tree's training loop applies to its process (``symscale.train.compile.configure_cpu_allocator``, where the
-tree has it; ``runtime=False``: nothing), so the ratio is that of training with either tree.
+of energies and forces is reported. Then each times the study's training step, with its own tree's code
+(zero_grad, forward, loss = per-atom energy MAE + mean per-atom force-error L2, backward,
+``symscale.train.optim.clip_gradients(10)``, the optimiser of ``build_optimizer`` on the study's μP groups
+``parameter_groups(hidden_parameters(...))``) in ``rounds`` alternating rounds (old, new, new, old, ...),
+each round a fixed number of steps, measuring the worker's process CPU time (one thread). Reported: the
+median CPU time per step of each side, atoms per CPU-second and their ratio (new / old), and aten ops
+dispatched per step. Each worker first applies what its tree's training loop applies to its process
+(``symscale.train.compile.configure_cpu_allocator``, where the tree has it; ``runtime=False``: nothing), so
+the ratio is that of training with either tree.
 
 Workers talk one JSON object per line on stdin / stdout; everything else they print goes to stderr.
 """
@@ -85,17 +87,23 @@ class _Worker:
             out["energy"] = pred["energy"].tolist()
             out["forces"] = pred["forces"].reshape(-1).tolist()
         model.train()
-        self.rows[key] = (model, self.bench.make_optimizer(self.optimizer, model, 1e-4))
+        from symscale.train.optim import hidden_parameters, parameter_groups
+
+        # the study's μP groups (hidden matrices, the rest), as symscale.train.run builds them
+        hidden = hidden_parameters(model, lambda w: build(family, w, **options), width)
+        groups = parameter_groups(model, 1e-4, hidden, base_width=width, width=width)
+        self.rows[key] = (model, self.bench.make_optimizer(self.optimizer, model, 1e-4, groups))
         return out
 
     def step(self, key: str) -> None:
         from symscale.models.flops import default_loss
+        from symscale.train.optim import clip_gradients
 
         model, opt = self.rows[key]
         opt.zero_grad(set_to_none=True)
         loss = default_loss(model(self.batch), self.batch)
         loss.backward()
-        self.torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        clip_gradients(model.parameters(), 10.0)
         opt.step()
 
     def time(self, key: str, steps: int) -> dict:

@@ -209,3 +209,46 @@ def test_grid_feed_forward_error_is_aliasing_only():
     err_lin = rel_err(linear(torch.einsum("ij,njc->nic", d, x)), torch.einsum("ij,njc->nic", d, linear(x)))
     print(f"grid feed-forward equivariance error: SiLU {err:.1e}, linear {err_lin:.1e}")
     assert err_lin < 1e-12 and 1e-6 < err < 0.3  # ~0.1 for unit-scale random features (the model: ~1e-2)
+
+
+@pytest.mark.parametrize("ffn", ["grid", "spectral"])
+def test_fairchem_structure_sparse_rotation_matches_dense(monkeypatch, ffn):
+    """structure="fairchem" rotates with the block-sparse EdgeRotation when the rotation needs no gradient and
+    with the dense batched matmuls otherwise (positions requiring grad): energies, forces and parameter
+    gradients agree to rounding (float64)."""
+    from symscale.models.edge_frame import EdgeRotation
+
+    torch.manual_seed(0)
+    model = build("esen", 5, num_layers=2, structure="fairchem", parity="so3", ffn=ffn).double()
+    b = _batch([_rattled_ethanol(), water()])
+    paths: list[bool] = []
+    into = EdgeRotation.into
+    monkeypatch.setattr(EdgeRotation, "into", lambda self, x: paths.append(self.sparse) or into(self, x))
+    results, used = [], []
+    for pos in (b.pos, b.pos.clone().requires_grad_(True)):  # sparse, then dense
+        paths.clear()
+        out = model(b.replace(pos=pos))
+        used.append(set(paths))
+        loss = out["energy"].square().sum() + out["forces"].square().sum()
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        results.append([out["energy"].detach(), out["forces"].detach(), *grads])
+    assert used == [{True}, {False}]
+    for a, ref in zip(*results):
+        assert float((a - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
+    assert float(results[0][1].abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("width,hidden", [(6, 6), (5, 10)])
+def test_grid_feed_forward_matches_pointwise_mlp_on_the_grid(width, hidden):
+    """GridFeedForward applies its first and last linear maps to the coefficients (they commute with the grid
+    transforms): the same function as the MLP applied at every grid point between ``to`` and ``from``."""
+    from symscale.models.esen_blocks import GridFeedForward
+
+    torch.manual_seed(0)
+    ffn = GridFeedForward(4, width, hidden).double()
+    x = torch.randn(7, 25, width, dtype=F64)
+    with torch.no_grad():
+        ref = ffn.from_grid @ ffn.mlp(ffn.to_grid @ x)  # (G, K) @ (n, K, C): the MLP at each of the G points
+        out = ffn(x)
+    assert out.shape == x.shape
+    assert float((out - ref).abs().max()) < 1e-12 * float(ref.abs().max())

@@ -84,8 +84,9 @@ def test_egnn_vector_channels_nonzero_after_first_layer(molecules):
     vec = molecules.edge_vectors(molecules.pos)
     d = vec.norm(dim=-1)
     h = model.embedding(molecules.numbers).double()
-    v = molecules.pos.new_zeros((h.shape[0], 3, model.channels))  # components first
-    h, v = model.layers[0](h, v, vec / model.cutoff, model.basis(d), model.basis.envelope(d)[:, None], i, j)
+    env = model.basis.envelope(d)[:, None]
+    xr = (vec / model.cutoff).repeat_interleave(model.channels, dim=1)  # (E, 3C), components first
+    h, v = model.layers[0](h, None, xr, model.basis(d, env), env, i, j)  # V = 0 before the first layer
     rms = float(v.detach().square().mean().sqrt())
     print(f"egnn vector rms after layer 1: {rms:.3f}")
     assert rms > 0.05

@@ -41,11 +41,11 @@ from torch import nn
 from ..data.batch import Batch
 from ..errors import ConfigError
 from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel,
-                     PolynomialEnvelope, edge_vectors, init_linear_, scatter_sum)
+                     PolynomialEnvelope, edge_vectors, init_linear_, pair_linear, scatter_sum)
 from .esen_blocks import (FFN_KINDS, ConcatMessageBlock, EdgeElementFeatures, ElementEdgeDegreeEmbedding,
                           feed_forward)
 from .so2 import (PARITIES, EdgeFrame, EdgeRotation, EquivariantRMSNorm, SO2Convolution, SO3Linear,
-                  degree_of_rows, frame_rows, gate)
+                  degree_of_rows, frame_rows, gate, gate_blocks)
 
 STRUCTURES = ("symscale", "fairchem")
 
@@ -92,6 +92,8 @@ class MessageBlock(nn.Module):
                                     radial_dim=radial_dim, parity=parity)
         self.conv2 = SO2Convolution(lmax, mmax, width, width, parity=parity, gain=SILU_GAIN)  # after the gate
         rows, _ = frame_rows(lmax, mmax)
+        # degree of each edge-frame row: gate_blocks needs no index, but the buffer stays in the state_dict
+        # (the checkpoint layout of earlier versions, which gated with it)
         self.register_buffer("degree", degree_of_rows(lmax)[rows])
         self.lmax, self.width = lmax, width
 
@@ -100,11 +102,12 @@ class MessageBlock(nn.Module):
         """``h``: ``(n, K, C)``; ``rot``: the edges' into-frame maps; ``radial``: ``(E, R)``;
         ``weight``: ``(E, 1, 1)`` envelope / normalisation. Returns the aggregated update ``(n, K, C)``."""
         i, j = edge_index
-        x = rot.into(self.recv(h).index_select(0, i) + self.send(h).index_select(0, j))  # (E, K', C)
-        y, gates = self.conv1(x, radial)
-        y = gate(y, gates.view(-1, self.lmax, self.width), self.degree)
-        y, _ = self.conv2(y)
-        msg = rot.back(y, weight)  # weight * back to the global frame, (E, K, C)
+        # edge-frame features as their m blocks (contiguous: no copies between the products)
+        x = rot.into_blocks(self.recv(h).index_select(0, i) + self.send(h).index_select(0, j))
+        y, gates = self.conv1.forward_blocks(x, radial)
+        y = gate_blocks(y, gates.view(-1, self.lmax, self.width))
+        y, _ = self.conv2.forward_blocks(y)
+        msg = rot.back_blocks(y, weight)  # weight * back to the global frame, (E, K, C)
         return scatter_sum(msg, i, h.shape[0])
 
 
@@ -154,7 +157,7 @@ class EdgeDegreeEmbedding(nn.Module):
                 weight: torch.Tensor) -> torch.Tensor:
         """``x0``: ``(n, C)`` element embeddings. Returns ``(n, K, C)``."""
         i, j = edge_index
-        m0 = self.lin(torch.cat([radial, x0.index_select(0, i), x0.index_select(0, j)], dim=-1))
+        m0 = pair_linear(self.lin, x0, i, j, radial, edge_first=True)  # lin([radial, x0_i, x0_j]), per atom
         msg = rot.back_m0(m0.reshape(-1, self.lmax + 1, self.width), weight)  # only the m=0 rows are filled
         return scatter_sum(msg, i, x0.shape[0])
 
@@ -236,7 +239,6 @@ class ESEN(ForceFieldModel):
             vec = edge_vectors(batch, pos)
             dist = torch.linalg.norm(vec, dim=-1)
             rot = self.frame.rotation(vec / dist.clamp(min=1e-9)[:, None])  # shared by all blocks
-            rot = rot.dense if self.structure == "fairchem" else rot  # esen_blocks: dense (E, K', K) maps
             radial = self.basis(dist) * RADIAL_GAIN
             radial = self.radial(radial, batch.numbers, edge_index) if self.structure == "fairchem" else \
                 self.radial(radial)

@@ -37,7 +37,7 @@ from e3nn import o3
 from torch import nn
 
 from .layers import N_ELEMENTS, SILU_GAIN, init_linear_, scatter_sum
-from .so2 import SO2Convolution, SO3Linear, degree_of_rows, frame_rows, gate
+from .so2 import EdgeRotation, SO2Convolution, SO3Linear, degree_of_rows, frame_rows, gate
 
 FFN_KINDS = ("gated", "spectral", "grid")
 
@@ -90,15 +90,18 @@ class ConcatMessageBlock(nn.Module):
         self.register_buffer("degree", degree_of_rows(lmax)[rows])
         self.lmax, self.hidden = lmax, hidden
 
-    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor,
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, rot: EdgeRotation,
                 radial: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``h``: ``(n, K, C)``; ``rot``: ``(E, K', K)``; ``radial``: ``(E, B + 2R)``; ``weight``: ``(E, 1, 1)``."""
+        """``h``: ``(n, K, C)``; ``rot``: the edges' into-frame maps; ``radial``: ``(E, B + 2R)``;
+        ``weight``: ``(E, 1, 1)``. Returns the aggregated update ``(n, K, C)``."""
         i, j = edge_index
-        x = torch.bmm(rot, torch.cat([h[j], h[i]], dim=-1))  # (E, K', 2C) in the edge frame
+        # (E, K', 2C) in the edge frame: R [h_j, h_i] = [R h_j, R h_i] (the rotation acts on each channel);
+        # rotating the halves avoids an (E, K, 2C) concatenation and its strided gradient slices
+        x = torch.cat([rot.into(h.index_select(0, j)), rot.into(h.index_select(0, i))], dim=-1)
         y, gates = self.conv1(x, self.radial(radial))
         y = gate(y, gates.view(-1, self.lmax, self.hidden), self.degree)
         y, _ = self.conv2(y)
-        msg = torch.bmm(rot.transpose(1, 2), y * weight)
+        msg = rot.back(y, weight)  # weight * back to the global frame, (E, K, C)
         return scatter_sum(msg, i, h.shape[0])
 
 
@@ -111,11 +114,11 @@ class ElementEdgeDegreeEmbedding(nn.Module):
         self.lin = init_linear_(nn.Linear(radial_hidden, (lmax + 1) * width), SILU_GAIN)
         self.lmax, self.width = lmax, width
 
-    def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, rot: torch.Tensor, radial: torch.Tensor,
+    def forward(self, x0: torch.Tensor, edge_index: torch.Tensor, rot: EdgeRotation, radial: torch.Tensor,
                 weight: torch.Tensor) -> torch.Tensor:
         """``x0``: ``(n, C)`` (only its size is used: the elements are in ``radial``). Returns ``(n, K, C)``."""
         m0 = self.lin(self.radial(radial)).reshape(-1, self.lmax + 1, self.width)
-        msg = rot[:, : self.lmax + 1].transpose(1, 2) @ (m0 * weight)  # m=0 rows come first in the frame
+        msg = rot.back_m0(m0, weight)  # only the m = 0 rows are filled
         return scatter_sum(msg, edge_index[0], x0.shape[0])
 
 
@@ -158,7 +161,12 @@ def s2_grid(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 class GridFeedForward(nn.Module):
     """Pointwise ``C → H → H → C`` SiLU MLP (no biases) on the S² grid of :func:`s2_grid` (fairchem's
-    ``GridAtomwise``). Only approximately equivariant (see the module docstring)."""
+    ``GridAtomwise``). Only approximately equivariant (see the module docstring).
+
+    The MLP's first and last linear maps act on channels and the grid transforms on coefficients, so they
+    commute: they are applied to the ``K`` coefficients instead of the ``G`` grid points (the same function;
+    ``G = 2(L+1)(2L+3) > K = (L+1)²``). Each transform is one matmul over all atoms.
+    """
 
     def __init__(self, lmax: int, width: int, hidden: int):
         super().__init__()
@@ -174,8 +182,16 @@ class GridFeedForward(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grid = torch.matmul(self.to_grid.to(x.dtype), x)  # (n, G, C)
-        return torch.matmul(self.from_grid.to(x.dtype), self.mlp(grid))
+        """``(n, K, C) -> (n, K, C)``."""
+        first, act1, middle, act2, last = self.mlp
+        n, k, _ = x.shape
+        to, back = self.to_grid.to(x.dtype), self.from_grid.to(x.dtype)
+        h = first(x.transpose(0, 1))                                     # (K, n, H)
+        hidden = h.shape[-1]
+        grid = (to @ h.reshape(k, n * hidden)).view(to.shape[0], n, hidden)  # (G, n, H)
+        grid = act2(middle(act1(grid)))
+        out = (back @ grid.reshape(grid.shape[0], n * hidden)).view(k, n, hidden)
+        return last(out).transpose(0, 1)
 
 
 def feed_forward(kind: str, lmax: int, width: int, hidden: int) -> nn.Module:

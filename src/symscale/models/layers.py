@@ -97,15 +97,16 @@ def edge_vectors(batch: Batch, pos: torch.Tensor) -> torch.Tensor:
 
 
 def pair_linear(lin: nn.Linear, h: torch.Tensor, centre: torch.Tensor, neigh: torch.Tensor,
-                edge: torch.Tensor) -> torch.Tensor:
-    """``lin(cat([h[centre], h[neigh], edge], -1))`` without forming the concatenation: the two node parts
-    are projected per atom (bias included) and gathered per edge, the edge part is one ``addmm`` — the same
-    linear map with ``2 n w²`` instead of ``2 E w²`` FLOPs for the node parts (``n`` atoms, ``E`` edges)."""
-    w = h.shape[-1]
-    weight = lin.weight
-    pre = (nn.functional.linear(h, weight[:, :w], lin.bias).index_select(0, centre)
-           + nn.functional.linear(h, weight[:, w:2 * w]).index_select(0, neigh))
-    return torch.addmm(pre, edge, weight[:, 2 * w:].t())
+                edge: torch.Tensor, edge_first: bool = False) -> torch.Tensor:
+    """``lin(cat([h[centre], h[neigh], edge], -1))`` (``edge_first``: ``lin(cat([edge, h[centre], h[neigh]],
+    -1))``) without forming the concatenation: the two node parts are projected per atom (bias included) and
+    gathered per edge, the edge part is one ``addmm`` — the same linear map with ``2 n w²`` instead of
+    ``2 E w²`` FLOPs for the node parts (``n`` atoms, ``E`` edges)."""
+    w, weight = h.shape[-1], lin.weight
+    off = edge.shape[-1] if edge_first else 0  # first input column of the node parts
+    pre = (nn.functional.linear(h, weight[:, off:off + w], lin.bias).index_select(0, centre)
+           + nn.functional.linear(h, weight[:, off + w:off + 2 * w]).index_select(0, neigh))
+    return torch.addmm(pre, edge, (weight[:, :off] if edge_first else weight[:, 2 * w:]).t())
 
 
 class PolynomialEnvelope(nn.Module):

@@ -74,20 +74,30 @@ class SO2Convolution(nn.Module):
     def forward(self, x: torch.Tensor, radial: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns edge-frame output ``(E, K', c_out)`` and the extra scalars ``(E, n_extra)``."""
-        n_edges = x.shape[0]
+        # split (not slice): its backward is a concatenation, not zero-filled full-size gradients
+        blocks = torch.split(x, [self.sizes[0]] + [2 * n for n in self.sizes[1:]], dim=1)
+        outs, extra = self.forward_blocks(blocks, radial)
+        return torch.cat(outs, dim=1), extra
+
+    def forward_blocks(self, blocks: list[torch.Tensor] | tuple[torch.Tensor, ...],
+                       radial: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`forward` on the input split into its ``m`` blocks: ``blocks[0]`` ``(E, n_0, c_in)`` the
+        ``m = 0`` rows, ``blocks[m]`` ``(E, 2 n_m, c_in)`` the ``+m`` then ``−m`` rows (the layout of
+        :meth:`EdgeRotation.into_blocks`); returns the output blocks ``[(E, rows, c_out)]`` and the extra
+        scalars. Contiguous blocks are read without copies."""
+        n_edges = blocks[0].shape[0]
         if self.radial is not None:
             if radial is None:
                 raise ValueError("SO2Convolution built with radial_dim needs radial features")
             mods = torch.split(self.radial(radial), [n * self.c_in for n in self.sizes], dim=1)
         else:
             mods = [None] * len(self.sizes)
-        # split (not slice): its backward is a concatenation, not zero-filled full-size gradients
-        blocks = torch.split(x, [self.sizes[0]] + [2 * n for n in self.sizes[1:]], dim=1)
         n0 = self.sizes[0]
         x0 = blocks[0].reshape(n_edges, -1)
         if mods[0] is not None:
             x0 = x0 * mods[0]
-        y0, extra = torch.split(self.fc0(x0), [n0 * self.c_out, self.n_extra], dim=1)
+        y0 = self.fc0(x0)
+        y0, extra = torch.split(y0, [n0 * self.c_out, self.n_extra], dim=1) if self.n_extra else (y0, y0[:, :0])
         outs = [y0.view(n_edges, n0, self.c_out)]
         for k, (n, xm, mod) in enumerate(zip(self.sizes[1:], blocks[1:], mods[1:])):
             xm = xm.reshape(n_edges, 2, n * self.c_in)  # (+m, -m)
@@ -100,7 +110,7 @@ class SO2Convolution(nn.Module):
             else:
                 y = xm @ self.w1[k]
             outs.append(y.view(n_edges, 2 * n, self.c_out))
-        return torch.cat(outs, dim=1), extra
+        return outs, extra
 
 
 def gate(x: torch.Tensor, gates: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
@@ -114,6 +124,21 @@ def gate(x: torch.Tensor, gates: torch.Tensor, degree: torch.Tensor) -> torch.Te
     return torch.cat([nn.functional.silu(x0), rest * expanded], dim=1)
 
 
+def gate_blocks(blocks: list[torch.Tensor], gates: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`gate` on edge-frame features split into their ``m`` blocks (:meth:`SO2Convolution.forward_blocks`):
+    ``blocks[0]`` ``(E, lmax+1, C)`` the ``m = 0`` rows (ℓ = 0..lmax), ``blocks[m]`` ``(E, 2 n, C)`` the ``±m``
+    rows (ℓ = m..lmax each); ``gates`` ``(E, lmax, C)``. Each block is multiplied by its degrees' gates
+    (repeated for ``+m`` and ``−m``), with no ``(E, K'-1, C)`` gather of the gates and no concatenation of
+    blocks."""
+    s = torch.sigmoid(gates)                                            # (E, lmax, C): degree ℓ at ℓ - 1
+    x0, rest = torch.split(blocks[0], [1, blocks[0].shape[1] - 1], dim=1)
+    out = [torch.cat([nn.functional.silu(x0), rest * s], dim=1)]
+    for m, b in enumerate(blocks[1:], start=1):
+        sm = s if m == 1 else torch.split(s, [m - 1, b.shape[1] // 2], dim=1)[1]  # degrees m..lmax
+        out.append(b * torch.cat([sm, sm], dim=1))                     # rows: +m (ℓ = m..lmax), then -m
+    return out
+
+
 class SO3Linear(nn.Module):
     """Channel mixing with one ``(c_in, c_out)`` matrix per degree ℓ (shared over m); bias on ℓ=0 only.
     Weights ``N(0, gain² / c_in)``, bias 0 (variance-preserving)."""
@@ -125,10 +150,11 @@ class SO3Linear(nn.Module):
         self.register_buffer("degree", degree_of_rows(lmax))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, K, c_in) -> (n, K, c_out)``."""
-        y = torch.einsum("nkc,kcd->nkd", x, self.weight[self.degree])
-        y0, rest = torch.split(y, [1, y.shape[1] - 1], dim=1)
-        return torch.cat([y0 + self.bias, rest], dim=1)
+        """``(n, K, c_in) -> (n, K, c_out)``: one batched matmul over the rows ``k``, the bias added to row 0
+        inside it (a copy back to node-major order, which the edge gathers read fastest)."""
+        bias = nn.functional.pad(self.bias[None, None], (0, 0, 0, 0, 0, x.shape[1] - 1))  # (K, 1, c_out)
+        y = torch.baddbmm(bias, x.transpose(0, 1), self.weight.index_select(0, self.degree))  # (K, n, c_out)
+        return y.transpose(0, 1).contiguous()
 
 
 class EquivariantRMSNorm(nn.Module):
@@ -152,9 +178,11 @@ class EquivariantRMSNorm(nn.Module):
         self.register_buffer("balance", balance.to(torch.get_default_dtype()))  # (K,) weights, sum = 1/C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x0, rest = torch.split(x, [1, x.shape[1] - 1], dim=1)
-        x = torch.cat([x0 - x0.mean(-1, keepdim=True), rest], dim=1)
-        ms = torch.einsum("nkc,k->n", x * x, self.balance.to(x.dtype))
-        y = x * torch.rsqrt(ms + self.eps)[:, None, None] * self.scale[self.degree]
-        y0, rest = torch.split(y, [1, y.shape[1] - 1], dim=1)
-        return torch.cat([y0 + self.bias, rest], dim=1)
+        k = x.shape[1]
+        x0 = torch.split(x, [1, k - 1], dim=1)[0]
+        # the mean of row 0 subtracted from row 0 only, the bias added to row 0 only: zero-padded to all
+        # rows (elementwise on whole tensors, no split and concatenation)
+        x = x - nn.functional.pad(x0.mean(-1, keepdim=True), (0, 0, 0, k - 1))
+        ms = torch.mv((x * x).sum(-1), self.balance.to(x.dtype))
+        factor = torch.rsqrt(ms + self.eps)[:, None, None] * self.scale.index_select(0, self.degree)
+        return torch.addcmul(nn.functional.pad(self.bias[None], (0, 0, 0, k - 1)), x, factor)
