@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from symscale import laws
 from symscale.errors import ConfigError
-from symscale.laws.throughput import fit_throughput
+from symscale.laws.throughput import atoms_per_s, fit_throughput
 from symscale.plan import GroupLaw, group_laws, load_fit, parse_budget, plan_compute, plan_target
 from synth import make_group
 
@@ -44,9 +44,8 @@ def test_target_point_values_satisfy_the_fitted_law(fit_doc):
             for key in ("N", "D", "C", "hours"):
                 assert 0 < g[key]["ci_low"] < g[key]["ci_high"], (name, key, g[key])
             assert g["n_replicates"] == 200 and g["unreachable_share"] == 0.0
-            # hours = D / measured atoms per second at N (synth: H = C / (1e11 (N/1e5)^0.2))
-            rate = 1e11 * (N / 1e5) ** 0.2 / (3 * lw.kappa * N)
-            assert g["hours"]["value"] == pytest.approx(D / rate / 3600, rel=1e-6)
+            # hours = D / the fitted atoms per second at N
+            assert g["hours"]["value"] == pytest.approx(D / atoms_per_s(lw.throughput, N) / 3600, rel=1e-6)
 
 
 def test_path_is_the_constrained_optimum_and_monotone():
@@ -219,17 +218,34 @@ def test_fit_document_carries_replicates_and_throughput(fit_doc):
     assert set(g["replicates"]) == set(PARAMS) and all(len(v) == 200 for v in g["replicates"].values())
     assert all(float(f"{v:.6g}") == v for v in g["replicates"]["alpha"])        # 6 significant digits
     tp = g["throughput"]
-    assert tp["atoms_per_s"]["slope"] == pytest.approx(-0.8, abs=1e-9)          # synth: rate ∝ N^-0.8
-    assert len(tp["runs"]) == 5 and tp["atoms_per_s"]["n_runs"] == 5
+    assert len(tp["runs"]) == 5 and tp["seconds_per_atom"]["n_runs"] == 5
+    # synth: seconds per atom ∝ N^0.8 over N 1e4..1e6, fitted by overhead + per_param·N: both >= 0, the
+    # measured runs within a factor of 2
+    p = tp["seconds_per_atom"]
+    assert p["overhead"] >= 0 and p["per_param"] > 0
+    for r in tp["runs"]:
+        assert 0.5 < atoms_per_s(tp, r["N"]) / r["atoms_per_s"] < 2.0
     # at most 1000 replicates kept; none without bootstrap
     one = {"s": make_group("s", n_runs=3, n_ckpt=6, seed=3)}
     doc = laws.to_json(laws.analyse(one, n_boot=1003, seed=0))["groups"]["s"]
     assert len(doc["replicates"]["beta"]) == 1000
     assert laws.to_json(laws.analyse(one, n_boot=0))["groups"]["s"]["replicates"] is None
-    # one run size: slope 0, the mean log throughput
+    # one run size: the mean cost per atom, split between overhead and per-parameter cost
     g1 = make_group("t", n_runs=2, n_ckpt=5, n_range=(1e6, 1e6))
     tp1 = fit_throughput(g1)
-    assert tp1["atoms_per_s"]["slope"] == 0.0
-    assert np.exp(tp1["atoms_per_s"]["log_intercept"]) == pytest.approx(tp1["runs"][0]["atoms_per_s"], rel=1e-12)
+    assert atoms_per_s(tp1, 1e6) == pytest.approx(tp1["runs"][0]["atoms_per_s"], rel=1e-6)
     no_time = laws.io.GroupData(**{**g1.__dict__, "H": None})
     assert fit_throughput(no_time) is None
+
+
+def test_throughput_fit_recovers_overhead_and_per_parameter_cost():
+    """Runs timed as H = D (t0 + s N): the fit returns t0 and s, and extrapolates linearly in N (a power law
+    fitted to the overhead-bound small runs would predict the 16x wider model several times too fast)."""
+    g = make_group("t", n_runs=4, n_ckpt=5, n_range=(1e4, 1e5))
+    t0, s = 4e-4, 2e-9
+    g = laws.io.GroupData(**{**g.__dict__, "H": g.D * (t0 + s * g.N)})
+    tp = fit_throughput(g)
+    assert tp["seconds_per_atom"]["overhead"] == pytest.approx(t0, rel=1e-6)
+    assert tp["seconds_per_atom"]["per_param"] == pytest.approx(s, rel=1e-6)
+    assert tp["seconds_per_atom"]["rms_log_residual"] < 1e-9
+    assert atoms_per_s(tp, 1.6e6) == pytest.approx(1 / (t0 + s * 1.6e6), rel=1e-6)

@@ -17,7 +17,7 @@ from symscale.errors import ConfigError
 from symscale.laws.io import GroupData
 from symscale.plan import design, extend, fisher, pilot, search
 from symscale.plan.source import group_laws
-from symscale.study.schema import expand, load_study_config, parse_study
+from symscale.study.schema import TuneSpec, expand, load_study_config, parse_study
 from synth import TRUTH
 
 # ------------------------------------------------------------------ simulated studies from a known law
@@ -323,10 +323,15 @@ def test_plan_design_hours_budget(tmp_path, capsys):
     study = fake_study(tmp_path, rate=2000.0)
     code, out, err = run_cli(["plan", "design", study, "--budget", "30s", "--out", tmp_path / "n.yml"], capsys)
     assert code == 0, err
-    raw = yaml.safe_load((tmp_path / "n.yml").read_text())
+    text = (tmp_path / "n.yml").read_text()
+    raw = yaml.safe_load(text)
     tokens = raw["architectures"][0]["tokens"]
-    hours = sum(t for w, t in tokens.items() if w not in (8, 16, 32)) / 2000.0 / 3600   # constant 2000 atoms/s
-    assert 0 < hours <= 30 / 3600 * (1 + 1e-9)
+    # the header lists each new width's cost in hours: probed steps, calibrated so that the finished runs
+    # cost what they measured (2000 atoms/s)
+    planned = [line.split() for line in text.splitlines() if line.startswith("#   mpnn ")]
+    assert planned and {int(p[2]) for p in planned} == {w for w in tokens if w not in (8, 16, 32)}
+    assert 0 < sum(float(p[5]) for p in planned) <= 30 / 3600 * (1 + 1e-9)
+    assert all(int(p[4]) == tokens[int(p[2])] for p in planned)
     assert "of 30 s" in out.splitlines()[0]
 
 
@@ -357,6 +362,14 @@ def test_extension_refuses_a_width_already_in_the_study(tmp_path):
     assert extend.check_extension(study, raw, 1, "x.yaml").architectures[0].widths == [4, 8, 16, 32]
     with pytest.raises(ConfigError, match="would not keep the study's runs"):
         extend.check_extension(study, {**raw, "mup": False}, 1, "x.yaml")
+    assert "transfer_width" not in raw["architectures"][0]  # no tune: section, nothing to pin
+    # with tune: the μP transfer check stays at the widest width already swept (no unbudgeted sweep at 64)
+    tuned = extend.Study(raw={**study.raw, "tune": {"lrs": [1e-3, 1e-2]}},
+                         cfg=study.cfg.model_copy(update={"tune": TuneSpec(lrs=[1e-3, 1e-2])}),
+                         dir=study.dir, source=study.source)
+    raw = extend.extended(tuned, {"mpnn": {64: 1000}})
+    assert raw["architectures"][0]["transfer_width"] == 32
+    assert extend.check_extension(tuned, raw, 1, "x.yaml").architectures[0].check_width == 32
 
 
 # ------------------------------------------------------------------ the pilot

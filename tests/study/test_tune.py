@@ -93,6 +93,13 @@ def test_sweep_runs(tmp_path):
     base_only = parse_study({**doc, "tune": {"lrs": [1e-3, 1e-2], "check_transfer": False}})
     assert [(p.group, p.width) for p in plan_sweep(base_only, plan, tmp_path)] == [
         ("mpnn@tune", 8)] * 2 + [("egnn@tune", 2)] * 2
+    # transfer_width: the check stays at a width already swept when wider widths are added (the planner's
+    # extensions); the sweep's runs and ids are those of the narrower study
+    wider = parse_study({**doc, "architectures": [{"family": "mpnn", "widths": [8, 16, 32, 64, 128],
+                                                   "transfer_width": 32}, doc["architectures"][1]]})
+    assert [p.id for p in plan_sweep(wider, expand(wider, None, tmp_path), tmp_path)] == ids
+    with pytest.raises(ConfigError, match="transfer_width: 12 is not one of the widths"):
+        parse_study({**doc, "architectures": [{"family": "mpnn", "widths": [8, 16], "transfer_width": 12}]})
     # the study's runs at the chosen rates
     tuned = expand(with_lrs(cfg, {"mpnn": 1e-2, "egnn": 1e-3}), None, tmp_path)
     assert [p.config.optimizer.lr for p in tuned] == [1e-2] * 6 + [1e-3] * 4

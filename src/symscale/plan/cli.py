@@ -7,7 +7,8 @@ compute-optimal path of the fitted L(N, D), with 95 % intervals. With ``--comput
 and N*, D* at C, the group predicted best and how often each group is best across the bootstrap resamples.
 
 ``plan design [STUDY] --budget B [--out next.yaml] [--seed S]``: the next study to run within budget B
-(hours like ``2h``, ``90m``, ``45s``, ``1.5d``, or FLOPs like ``3e15``).
+(hours like ``2h``, ``90m``, ``45s``, ``1.5d``, or FLOPs like ``3e15``). ``--data-atoms A``: what the
+same budget would buy with a training split of A atoms (the question "how much more data does my study need?").
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def register(subparsers) -> None:
     d.add_argument("--budget", required=True, help="wall time (2h, 90m, 45s, 1.5d) or FLOPs (3e15)")
     d.add_argument("--out", default="next.yaml", help="study file to write [next.yaml]")
     d.add_argument("--seed", type=seed_arg, default=0, help="seed [0]")
+    d.add_argument("--data-atoms", type=float, default=None, metavar="A",
+                   help="what-if: plan as if the training split held A atoms (runs up to A tokens); when that is "
+                        "more than the data holds the plan is printed, not written: generate more data to run it")
     d.set_defaults(func=cmd_design)
 
 

@@ -11,8 +11,8 @@ Steps (``docs/laws.md``, "Planning a study: plan design"):
 3. options: new widths on a half-octave grid from 1/8 of the smallest to 4× the largest existing width
    (parameter counts from the model registry), each at token budgets on a log grid (4 per decade) up to one
    epoch of the training data; an option's checkpoints are the study's evaluation points that survive the
-   fits' warm-up drop; its cost is ``seeds × tokens / atoms_per_s(N)`` hours (measured throughput) or
-   ``seeds × 3κN·tokens`` FLOPs;
+   fits' warm-up drop; its cost is ``seeds × 3κN·tokens`` FLOPs, or in hours ``seeds × tokens ×`` the
+   seconds per atom of a timed probe of that width calibrated on the measured runs (:mod:`.probe`);
 4. :func:`.search.greedy` spends the budget; the plan is printed and written as a study file that extends
    the study (:mod:`.extend`): ``symscale study next.yaml`` reuses every finished run.
 """
@@ -134,16 +134,17 @@ class Budget:
     kind: str
     value: float
 
-    def cost_fn(self, law, copies: int):
-        """``cost(N, tokens)`` of one new width (all ``copies``) for the group of ``law``."""
+    def cost_fn(self, law, copies: int, probed: dict | None = None):
+        """``cost(N, tokens)`` of one new width (all ``copies``) for the group of ``law``; in hours from
+        ``probed`` ({width: (N, probe seconds per atom)}, :mod:`.probe`) calibrated on the measured runs."""
         if self.kind == "flops":
             return lambda N, T: copies * 3.0 * law.kappa * N * T
         if law.throughput is None:
             raise DataError(f"group '{law.name}' has no measured throughput (no training wall time in its runs): "
                             "give the budget in FLOPs (e.g. --budget 3e15)")
-        from ..laws.throughput import hours
+        from .probe import ProbedCost
 
-        return lambda N, T: copies * float(hours(law.throughput, N, T))
+        return ProbedCost(probed, law.throughput["runs"], copies)
 
 
 def format_cost(c: float, kind: str) -> str:
@@ -223,17 +224,28 @@ def cmd_design(args) -> int:
         if remaining <= 0:
             raise DataError(f"plan design: the pilot spent the whole budget ({format_cost(spent, kind)}); "
                             "nothing left to plan")
-    inputs = gather(study, budget, np.random.default_rng(args.seed))
+    have, _ = study.token_limits()
+    data_atoms = getattr(args, "data_atoms", None)
+    if data_atoms is not None and not (np.isfinite(data_atoms) and data_atoms >= 1):
+        raise ConfigError(f"--data-atoms: expected a number of atoms >= 1, got {data_atoms:g}")
+    what_if = data_atoms is not None and int(data_atoms) > have
+    inputs = gather(study, budget, np.random.default_rng(args.seed),
+                    max_tokens=int(data_atoms) if data_atoms is not None else None)
     plan = search.greedy([g["model"] for g in inputs], [o for g in inputs for o in g["options"]], remaining)
     print(format_plan(plan, Budget(kind, remaining), [g["model"].name for g in inputs]))
+    if what_if:
+        print(f"what-if: planned for a training split of {int(data_atoms):,} atoms; {study.data_path()} holds "
+              f"{have:,}: nothing written (generate more data, then plan again to run it)")
+        return 0
     path = extend.write_extension(study, plan, out, header=f"budget {args.budget}: {len(plan.chosen)} new width(s) "
                                   f"for {format_cost(plan.spent, kind)} of {format_cost(remaining, kind)}")
     print(f"study file: {path} (run it with `symscale study {path}`: finished runs are reused)")
     return 0
 
 
-def gather(study, budget: Budget, rng: np.random.Generator) -> list[dict]:
-    """Per architecture entry with a fitted law: its :class:`~.search.GroupModel` and options."""
+def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | None = None) -> list[dict]:
+    """Per architecture entry with a fitted law: its :class:`~.search.GroupModel` and options (token budgets
+    up to ``max_tokens``, default one epoch of the study's training split)."""
     from ..laws import drop_warmup
     from ..study.store import load_groups
     from .source import group_laws, load_fit
@@ -242,7 +254,8 @@ def gather(study, budget: Budget, rng: np.random.Generator) -> list[dict]:
     laws = group_laws(load_fit(study.dir), where=str(study.dir))
     data = {n: drop_warmup(g, cfg.report.drop_fraction) for n, g in load_groups(study.dir, study.run_ids()).items()}
     copies = len(cfg.seeds)
-    max_tokens, atoms = study.token_limits()
+    epoch, atoms = study.token_limits()
+    max_tokens = max_tokens or epoch
     ev = cfg.evaluation
     out = []
     for arch in cfg.architectures:
@@ -254,11 +267,21 @@ def gather(study, budget: Budget, rng: np.random.Generator) -> list[dict]:
         law = laws[name]
         batch_tokens = max(1, int(round((arch.batch_size or cfg.batch_size) * atoms)))
         tokens = token_grid(max_tokens, batch_tokens)
-        sizes = parameter_counts(arch.family, width_grid(arch.widths), {"cutoff": cfg.data.cutoff, **arch.options})
+        model_options = {"cutoff": cfg.data.cutoff, **arch.options}
+        sizes = parameter_counts(arch.family, width_grid(arch.widths), model_options)
+        probed = None
+        if budget.kind == "hours":  # time every width the options and the finished runs use
+            from ..models.flops import reference_batch
+            from .probe import probe_widths
+
+            print(f"{name}: timing training steps at {len(sizes) + len(arch.widths)} widths", file=sys.stderr,
+                  flush=True)
+            probed = probe_widths(arch.family, sorted(set(sizes) | set(arch.widths)), model_options,
+                                  reference_batch(cutoff=cfg.data.cutoff))
         options = make_options(name, sizes, tokens,
                                lambda T: fitted_checkpoints(T, ev.points, ev.first_tokens, batch_tokens,
                                                             cfg.report.drop_fraction),
-                               budget.cost_fn(law, copies))
+                               budget.cost_fn(law, copies, probed))
         out.append({"model": group_model(law, data[name], copies, rng), "options": options})
     if not out:
         raise DataError(f"{study.dir}: no architecture entry has a fitted sum law to plan from")

@@ -130,6 +130,10 @@ def extended(study: Study, new: dict[str, dict[int, int]]) -> dict:
         entry["tokens"] = dict(sorted(tokens.items()))
         if study.cfg.mup:
             entry["base_width"] = arch.base_width or arch.widths[0]
+        if study.cfg.tune is not None and study.cfg.tune.check_transfer:
+            # the transfer check stays where it was swept: a sweep at each new widest width would cost
+            # len(grid) runs at the study's most expensive size, which the plan did not budget
+            entry["transfer_width"] = arch.check_width
     out = raw.get("out")
     if out is None or Path(out).resolve() != study.dir.resolve():
         raw["out"] = str(study.dir)

@@ -15,7 +15,6 @@ file extends the pilot without changing its runs' ids.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,6 @@ from .extend import MARKER, Study, read_study
 
 #: largest share of the budget the pilot may cost (estimated)
 PILOT_SHARE = 0.15
-#: timed training steps of the throughput probe (after one warm-up step)
-PROBE_STEPS = 3
-
-
 def pilot_path(out: Path) -> Path:
     """Where the pilot study file goes: ``next.yaml`` -> ``next.pilot.yaml``."""
     out = Path(out)
@@ -44,26 +39,12 @@ def pilot_widths(widths: list[int]) -> list[int]:
     return sorted({lo, int(round(np.sqrt(lo * hi))), hi})
 
 
-def _probe(model, batch, steps: int = PROBE_STEPS) -> float:
-    """Atoms per second of training steps (forward, loss, backward) of ``model`` on ``batch``."""
-    from ..models.flops import default_loss
-
-    b = batch.replace(pos=batch.pos * 1.0)
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        default_loss(model(b), b).backward()
-        if i:
-            times.append(time.perf_counter() - t0)
-        model.zero_grad(set_to_none=True)
-    return batch.tokens / float(np.median(times))
-
-
 def cost_per_token(study: Study, kind: str) -> dict[str, dict[int, float]]:
     """{group: {pilot width: estimated cost of one token, all seeds}} in FLOPs or hours (module docstring)."""
     from ..models import build
     from ..models.flops import measure_kappa, reference_batch
     from ..models.registry import count_parameters
+    from .probe import probe
 
     cfg = study.cfg
     batch = reference_batch(cutoff=cfg.data.cutoff)
@@ -75,7 +56,7 @@ def cost_per_token(study: Study, kind: str) -> dict[str, dict[int, float]]:
             if kind == "flops":
                 unit = 3.0 * measure_kappa(model, batch)["kappa"] * count_parameters(model)
             else:
-                unit = 1.0 / _probe(model, batch) / 3600.0
+                unit = probe(model, batch) / 3600.0
             costs[w] = unit * len(cfg.seeds)
         out[arch.group()] = costs
     return out

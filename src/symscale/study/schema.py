@@ -83,7 +83,14 @@ class Architecture(_Strict):
     the family, suffixed with the symmetry variant, e.g. ``mpnn-aug``); give distinct labels to two
     entries of one family (e.g. ``esen-l2`` and ``esen-l4``). The optional fields override the study's.
     ``tokens`` may also map some of the widths to their own budgets (``{64: 200000}``, written by ``symscale
-    plan design``); a width it does not list trains for the entry's ``epochs``, else the study's budget."""
+    plan design``); a width it does not list trains for the entry's ``epochs``, else the study's budget.
+    ``transfer_width``: the width at which ``tune:`` checks μP transfer (default: the widest; ``symscale
+    plan design`` pins it to the widest width already swept when it adds wider ones)."""
+
+    @property
+    def check_width(self) -> int:
+        """The width of the μP transfer check of ``tune:`` (``transfer_width``, else the widest)."""
+        return self.transfer_width or self.widths[-1]
 
     family: str
     widths: list[int] = Field(..., min_length=1)
@@ -95,6 +102,7 @@ class Architecture(_Strict):
     epochs: float | None = Field(None, gt=0, le=1e6)
     batch_size: int | None = Field(None, ge=1)
     base_width: int | None = Field(None, ge=1)
+    transfer_width: int | None = Field(None, ge=1)
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -109,6 +117,8 @@ class Architecture(_Strict):
 
     @model_validator(mode="after")
     def _token_widths(self) -> "Architecture":
+        if self.transfer_width is not None and self.transfer_width not in self.widths:
+            raise ValueError(f"transfer_width: {self.transfer_width} is not one of the widths {self.widths}")
         if isinstance(self.tokens, dict):
             extra = sorted(set(self.tokens) - set(self.widths))
             if extra:

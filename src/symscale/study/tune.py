@@ -12,7 +12,7 @@ include the learning rate).
 
 Sweep runs are ordinary runs of the store and of ``<study>/runs/`` with the laws group ``<group>@tune``
 (:data:`TUNE_SUFFIX`), which no fit reads; they are reused when the study runs again. With
-``check_transfer`` the widest width is swept as well: μP transfer holds for an architecture when the widest
+``check_transfer`` the widest width (or the entry's ``transfer_width``) is swept as well: μP transfer holds when that
 width's best value lies within one grid step of the base width's. Either way the base width's value is used
 (μP's contract); a group where transfer fails is flagged in ``tune.json``, the report and on stderr.
 
@@ -63,7 +63,7 @@ def plan_sweep(cfg, plan: list, study_dir: Path, source: str = "study") -> list:
         group = arch.group()
         by_width = {p.width: p for p in plan if p.group == group and p.seed == seed}
         base = arch.base_width or arch.widths[0]
-        widths = [base] + ([arch.widths[-1]] if spec.check_transfer and arch.widths[-1] != base else [])
+        widths = [base] + ([arch.check_width] if spec.check_transfer and arch.check_width != base else [])
         for width in widths:
             template = by_width.get(width) or by_width[arch.widths[0]]
             for lr in spec.grid():
@@ -208,8 +208,12 @@ def select(cfg, swept: dict[str, dict[int, Sweep]]) -> list[Choice]:
     for arch in cfg.architectures:
         group = arch.group()
         base_width = arch.base_width or arch.widths[0]
-        widest = swept[group].get(arch.widths[-1]) if arch.widths[-1] != base_width else None
-        out.append(choose(group, swept[group][base_width], widest))
+        widest = swept[group].get(arch.check_width) if arch.check_width != base_width else None
+        choice = choose(group, swept[group][base_width], widest)
+        if widest is not None and arch.check_width != arch.widths[-1]:
+            choice.notes.append(f"{group}: transfer checked at width {arch.check_width} (transfer_width), not at the "
+                                f"widest width {arch.widths[-1]}: wider runs rely on μP beyond the checked range")
+        out.append(choice)
     return out
 
 
