@@ -14,7 +14,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from symscale.laws.report import fmt_q
+from symscale.laws.report import fmt_q, identified
 
 # Published values (docs: ../shared/reference/paper-notes.md, "Published results"); "–" = not published.
 PAPER = {
@@ -84,6 +84,26 @@ def _rate(run: dict, flops: dict) -> str:
     return f"{run['tokens'] / t:,.0f}, {(flops.get(run['id']) or 0) / t / 1e9:.2f}"
 
 
+def identification_table(doc: dict, max_width: float = 0.3) -> str:
+    """Issue 12's success test per group: alpha, beta, a, b identified (intervals clear of the search bounds)
+    and the alpha and beta 95 % intervals narrower than ``max_width``."""
+    lines = ["| group | alpha, beta, a, b identified | alpha CI width | beta CI width | success |", "|---" * 5 + "|"]
+    n_ok = 0
+    for name, g in doc["groups"].items():
+        ident = all(identified(g.get(k)) for k in ("alpha", "beta", "a", "b"))
+        widths = []
+        for k in ("alpha", "beta"):
+            q = g.get(k) or {}
+            lo, hi = q.get("ci_low"), q.get("ci_high")
+            widths.append(None if lo is None or hi is None else hi - lo)
+        ok = ident and all(w is not None and w < max_width for w in widths)
+        n_ok += ok
+        cells = ["–" if w is None else f"{w:.3f}" for w in widths]
+        lines.append(f"| {name} | {'yes' if ident else 'no'} | {cells[0]} | {cells[1]} | {'yes' if ok else 'no'} |")
+    lines.append(f"\n{n_ok} of {len(doc['groups'])} groups meet the test (widths < {max_width:g}).")
+    return "\n".join(lines)
+
+
 def warnings(doc: dict) -> str:
     out = [f"- {name}: {w}" for name, g in doc["groups"].items() for w in g.get("warnings", [])]
     return "\n".join(out) or "- none"
@@ -98,7 +118,7 @@ def compare(doc1: dict, doc2: dict) -> str:
             continue
         for k in KEYS:
             q1, q2 = g1.get(k), g2.get(k)
-            if not q1 or not q2 or q1.get("value") is None or q2.get("value") is None:
+            if not identified(q1) or not identified(q2):   # nothing is concluded from an unidentified value
                 continue
             ok = q1["ci_low"] - 1e-12 <= q2["value"] <= q1["ci_high"] + 1e-12
             inside += ok
@@ -116,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     doc = json.loads((args.study / "laws.json").read_text())
     print("## Exponents (value [95 % bootstrap CI]; paper's value in parentheses)\n")
     print(exponent_table(doc))
+    print("\n## Identification (issue 12: alpha, beta, a, b identified; alpha and beta widths < 0.3)\n")
+    print(identification_table(doc))
     print("\n## Cost per group\n")
     print(cost_table(args.study, doc))
     print("\n## Fit warnings\n")
