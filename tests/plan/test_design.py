@@ -307,13 +307,18 @@ def test_plan_design_writes_a_study_that_extends_the_study(tmp_path, capsys, mon
     entry = raw["architectures"][0]
     new = sorted(set(entry["widths"]) - {8, 16, 32})
     assert new and entry["base_width"] == 8 and Path(raw["out"]).resolve() == study.resolve()
-    assert sorted(entry["tokens"]) == new and raw["tokens"] == 20000    # the old widths keep the study's budget
+    longer = sorted(set(entry["tokens"]) & {8, 16, 32})                 # finished widths trained longer
+    assert sorted(entry["tokens"]) == sorted(new + longer) and raw["tokens"] == 20000  # the others keep theirs
     assert all(3960 <= entry["tokens"][w] <= 44460 for w in new)          # 20 batches .. one epoch of the data
+    assert all(2 * 20000 <= entry["tokens"][w] <= 44460 for w in longer)  # at least LONGER x their budget
     after = _real_ids(tmp_path / "next.yaml", study)
-    assert before < after and len(after - before) == len(new)            # finished runs are reused
-    assert f"plan: {len(new)} new width(s)" in out and "mpnn: alpha" in out
-    spent = sum(6.0 * n * t for n, t in ((float(x.split()[2]), float(x.split()[3])) for x in text.splitlines()
-                                          if x.startswith("#   mpnn ") and len(x.split()) == 6))
+    assert len(before - after) == len(longer)                            # only the lengthened widths' runs
+    assert len(after - before) == len(new) + len(longer)                 # are replaced; the rest are reused
+    assert f"plan: {len(new)} new width(s), {len(longer)} finished width(s) trained longer" in out
+    assert "mpnn: alpha" in out
+    rows = [x.split() for x in text.splitlines() if x.startswith(("#   mpnn ", "#   longer mpnn "))]
+    assert sorted(int(r[-4]) for r in rows) == sorted(new + longer)
+    spent = sum(6.0 * float(r[-3]) * float(r[-2]) for r in rows)
     assert 0 < spent <= 1e12
     code, _, err = run_cli(["plan", "design", study, "--budget", "1e12", "--out", "next.yaml", "--seed", "3"], capsys)
     assert code == 0, err                                                # its own file may be replaced

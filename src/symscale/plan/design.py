@@ -10,7 +10,9 @@ Steps (``docs/laws.md``, "Planning a study: plan design"):
    parameters absorb every run offset), and the design of the finished runs;
 3. options: new widths on a half-octave grid from 1/8 of the smallest to 4× the largest existing width
    (parameter counts from the model registry), each at token budgets on a log grid (4 per decade) up to one
-   epoch of the training data; an option's checkpoints are the study's evaluation points that survive the
+   epoch of the training data; and each finished width trained again for at least :data:`LONGER` times its
+   budget, replacing its runs (the fits keep only the longer run, whose curve contains the shorter one's;
+   not the widths a ``tune:`` sweep is derived from, whose budget sets the sweep's); an option's checkpoints are the study's evaluation points that survive the
    fits' warm-up drop; its cost is ``seeds × 3κN·tokens`` FLOPs, or in hours ``seeds × tokens ×`` the
    seconds per atom of a timed probe of that width calibrated on the measured runs (:mod:`.probe`);
 4. :func:`.search.greedy` spends the budget; the plan is printed and written as a study file that extends
@@ -34,6 +36,8 @@ MAX_POINTS = 64
 WIDTH_RANGE = (1 / 8, 4.0)
 TOKENS_PER_DECADE = 4
 MIN_BATCHES = 20
+#: a finished width is offered again only at token budgets at least this many times its current one
+LONGER = 2.0
 
 
 def fitted_checkpoints(tokens: int, points: int, first_tokens: int | None, batch_tokens: int,
@@ -94,15 +98,51 @@ def make_options(group: str, sizes: dict[int, float], tokens: list[int], checkpo
             for w, N in sorted(sizes.items()) for T in tokens]
 
 
-def run_design(data) -> tuple[np.ndarray, np.ndarray]:
-    """(N per run, NaN-padded (runs, m) fitted checkpoint tokens) of a group's finished runs."""
-    rows, Ns = [], []
+def run_design(data) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(N per run, NaN-padded (runs, m) fitted checkpoint tokens, index of each row in ``data.run_names``) of
+    a group's finished runs (runs with no fitted checkpoint left out)."""
+    rows, Ns, which = [], [], []
     for r in range(data.n_runs):
         idx = np.flatnonzero(data.run == r)
         if idx.size:
             Ns.append(float(np.median(data.N[idx])))
             rows.append(tuple(data.D[idx]))
-    return np.array(Ns), search.padded(rows)
+            which.append(r)
+    return np.array(Ns), search.padded(rows), which
+
+
+def _budget(run: dict, D: np.ndarray) -> float:
+    """A finished run's token budget: its recorded budget, else its configured one, else its last checkpoint."""
+    import json
+
+    try:
+        configured = (json.loads(run.get("config") or "{}") or {}).get("tokens")
+    except (TypeError, ValueError, AttributeError):
+        configured = None
+    return float(max(run.get("budget_tokens") or 0, run.get("tokens") or 0, configured or 0,
+                     float(D.max()) if D.size else 0.0))
+
+
+def longer_options(group: str, data, runs: dict[str, dict], sizes: dict[int, float], tokens: list[int],
+                   checkpoints, cost, fixed: set[int]) -> list[search.Option]:
+    """Options that train a finished width again for longer (step 3): for each width of ``sizes`` (not in
+    ``fixed``) whose runs in ``data`` all completed, every budget of ``tokens`` at least :data:`LONGER` times
+    the width's current budget; ``runs`` maps run ids to their store rows (``width``, ``budget_tokens``)."""
+    _, _, which = run_design(data)
+    rows: dict[int, list[int]] = {}
+    for k, r in enumerate(which):
+        run = runs.get(data.run_names[r])
+        if run is not None:
+            rows.setdefault(int(run["width"]), []).append(k)
+    out = []
+    for w, ks in sorted(rows.items()):
+        names = [data.run_names[which[k]] for k in ks]
+        if w in fixed or w not in sizes or any(runs[n]["status"] != "completed" for n in names):
+            continue
+        done = max(_budget(runs[n], data.D[data.run == which[k]]) for n, k in zip(names, ks))
+        out += [search.Option(group, w, float(sizes[w]), int(T), float(cost(sizes[w], T)), tuple(checkpoints(T)),
+                              tuple(ks)) for T in tokens if T >= LONGER * done]
+    return out
 
 
 def group_model(law, data, copies: int, rng: np.random.Generator, max_points: int = MAX_POINTS) -> search.GroupModel:
@@ -122,7 +162,7 @@ def group_model(law, data, copies: int, rng: np.random.Generator, max_points: in
         theta = np.vstack([theta, reps])
     e, tau2 = noise_model(data, law.loss(data.N, data.D))
     sigma = float(np.sqrt(np.mean(e * e)))
-    N, D = run_design(data)
+    N, D, _ = run_design(data)
     return search.GroupModel(name=law.name, theta=theta, noise=fisher.Noise(sigma, max(float(np.sqrt(tau2)), sigma)),
                              N=N, D=D, loss_scale=float(np.median(data.loss)), copies=copies)
 
@@ -167,19 +207,27 @@ def format_widths(before: np.ndarray, after: np.ndarray) -> str:
     return ", ".join(f"{q} {one(b, c)} -> {one(a, c)}" for q, b, a, c in zip(("alpha", "beta", "a"), before, after, span))
 
 
+def plan_counts(plan: search.Plan) -> str:
+    """``3 new width(s), 1 longer run(s)``: the plan's new widths and its finished widths trained longer."""
+    longer = sum(1 for o in plan.chosen if o.replaces)
+    return f"{len(plan.chosen) - longer} new width(s), {longer} finished width(s) trained longer"
+
+
 def format_plan(plan: search.Plan, budget: Budget, groups: list[str]) -> str:
-    """The printed plan: one line per new width (``evals``: its evaluations that the fits keep), then the
-    predicted widths now -> after per group."""
+    """The printed plan: one line per new width or longer run (``evals``: its evaluations that the fits keep),
+    then the predicted widths now -> after per group."""
     fmt = lambda c: format_cost(c, budget.kind)  # noqa: E731
-    lines = [f"plan: {len(plan.chosen)} new width(s), {fmt(plan.spent)} of {fmt(budget.value)}",
+    lines = [f"plan: {plan_counts(plan)}, {fmt(plan.spent)} of {fmt(budget.value)}",
              f"{'group':<16} {'width':>6} {'N':>12} {'tokens':>12} {'evals':>6} {'cost':>14}"]
     for o in plan.chosen:
-        lines.append(f"{o.group:<16} {o.width:>6} {o.N:>12,.0f} {o.tokens:>12,} {len(o.D):>6} {fmt(o.cost):>14}")
+        lines.append(f"{o.group:<16} {o.width:>6} {o.N:>12,.0f} {o.tokens:>12,} {len(o.D):>6} {fmt(o.cost):>14}"
+                     + ("  longer: replaces its runs" if o.replaces else ""))
     lines.append("predicted 95% interval widths (median over the fit and its bootstrap replicates), now -> after:")
     lines += [f"  {g}: {format_widths(plan.before[g], plan.after[g])}" for g in groups]
     if plan.spent < 0.99 * budget.value:
         lines.append(f"note: {fmt(budget.value - plan.spent)} left: no other run of the grids (widths up to "
-                     f"{WIDTH_RANGE[1]:g}x the largest, at most one epoch) fits it and shrinks the predicted widths")
+                     f"{WIDTH_RANGE[1]:g}x the largest, finished widths {LONGER:g}x longer, at most one epoch) fits it "
+                     "and shrinks the predicted widths")
     return "\n".join(lines)
 
 
@@ -237,7 +285,7 @@ def cmd_design(args) -> int:
         print(f"what-if: planned for a training split of {int(data_atoms):,} atoms; {study.data_path()} holds "
               f"{have:,}: nothing written (generate more data, then plan again to run it)")
         return 0
-    path = extend.write_extension(study, plan, out, header=f"budget {args.budget}: {len(plan.chosen)} new width(s) "
+    path = extend.write_extension(study, plan, out, header=f"budget {args.budget}: {plan_counts(plan)} "
                                   f"for {format_cost(plan.spent, kind)} of {format_cost(remaining, kind)}")
     print(f"study file: {path} (run it with `symscale study {path}`: finished runs are reused)")
     return 0
@@ -250,9 +298,13 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
     from ..study.store import load_groups
     from .source import group_laws, load_fit
 
+    from ..study.store import Store
+
     cfg = study.cfg
     laws = group_laws(load_fit(study.dir), where=str(study.dir))
     data = {n: drop_warmup(g, cfg.report.drop_fraction) for n, g in load_groups(study.dir, study.run_ids()).items()}
+    with Store(study.dir, create=False) as store:
+        runs = {r["id"]: r for r in store.runs(study.run_ids())}
     copies = len(cfg.seeds)
     epoch, atoms = study.token_limits()
     max_tokens = max_tokens or epoch
@@ -278,10 +330,13 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
                   flush=True)
             probed = probe_widths(arch.family, sorted(set(sizes) | set(arch.widths)), model_options,
                                   reference_batch(cutoff=cfg.data.cutoff))
-        options = make_options(name, sizes, tokens,
-                               lambda T: fitted_checkpoints(T, ev.points, ev.first_tokens, batch_tokens,
-                                                            cfg.report.drop_fraction),
-                               budget.cost_fn(law, copies, probed))
+        ckpts = lambda T: fitted_checkpoints(T, ev.points, ev.first_tokens, batch_tokens,  # noqa: E731
+                                             cfg.report.drop_fraction)
+        cost = budget.cost_fn(law, copies, probed)
+        fixed = {arch.base_width or arch.widths[0], arch.check_width} if cfg.tune is not None else set()
+        options = make_options(name, sizes, tokens, ckpts, cost) + longer_options(
+            name, data[name], runs, parameter_counts(arch.family, arch.widths, model_options), tokens, ckpts, cost,
+            fixed)
         out.append({"model": group_model(law, data[name], copies, rng), "options": options})
     if not out:
         raise DataError(f"{study.dir}: no architecture entry has a fitted sum law to plan from")

@@ -3,11 +3,12 @@
 :func:`read_study` accepts a study YAML file (its directory is the file's ``out``, else ``runs/<name>``) or a
 study directory (its ``study.yaml``, the copy the study driver keeps). :func:`write_extension` writes the
 study file of a plan: the study's own settings, with each architecture entry's new widths added to
-``widths`` and their budgets in a ``tokens`` mapping (widths that were already there keep their budget),
+``widths`` and their budgets in a ``tokens`` mapping (widths that were already there keep their budget,
+except those the plan trains longer: their entry is raised, which gives their runs new ids),
 the μP base width pinned (``base_width``: new widths below the smallest would otherwise move it and change
 every run's id), and ``out`` pointing at the same study directory. Before anything is written, the file is
-parsed back and expanded: every run of the study must keep its id (so ``symscale study`` reuses it) and
-every planned run must be new. YAML comments of the original file are not kept; the written file opens
+parsed back and expanded: every run of the study must keep its id (so ``symscale study`` reuses it) but
+those of the widths trained longer, and every planned run must be new. YAML comments of the original file are not kept; the written file opens
 with what was planned.
 """
 
@@ -108,24 +109,32 @@ def check_out(path: str | Path, flag: str = "--out") -> Path:
     return check_output_file(p, "plan-design", flag=flag, suffixes=(".yaml", ".yml"))
 
 
-def extended(study: Study, new: dict[str, dict[int, int]]) -> dict:
-    """The YAML mapping of ``study`` with ``new[group] = {width: tokens}`` added (module docstring)."""
+def extended(study: Study, new: dict[str, dict[int, int]], longer: dict[str, dict[int, int]] | None = None) -> dict:
+    """The YAML mapping of ``study`` with ``new[group] = {width: tokens}`` added and the widths of
+    ``longer[group] = {width: tokens}`` (widths of the study) given their new budgets (module docstring)."""
     raw = copy.deepcopy(study.raw)
+    longer = longer or {}
     by_group = {a.group(): i for i, a in enumerate(study.cfg.architectures)}
-    unknown = sorted(set(new) - set(by_group))
+    unknown = sorted((set(new) | set(longer)) - set(by_group))
     if unknown:
         raise ConfigError(f"{study.source}: no architecture entry for group {unknown[0]!r}")
-    for group, widths in new.items():
-        if not widths:
+    for group in sorted(set(new) | set(longer)):
+        widths, raised = new.get(group, {}), longer.get(group, {})
+        if not widths and not raised:
             continue
         i = by_group[group]
         arch, entry = study.cfg.architectures[i], raw["architectures"][i]
         clash = sorted(set(widths) & set(arch.widths))
         if clash:
             raise ConfigError(f"{study.source}: architectures.{i}: width {clash[0]} is already in the study")
+        missing = sorted(set(raised) - set(arch.widths))
+        if missing:
+            raise ConfigError(f"{study.source}: architectures.{i}: width {missing[0]} is not in the study: "
+                              "nothing to train longer")
         tokens = dict(arch.tokens) if isinstance(arch.tokens, dict) else (
             {w: arch.tokens for w in arch.widths} if arch.tokens is not None else {})
         tokens.update({int(w): int(t) for w, t in widths.items()})
+        tokens.update({int(w): int(t) for w, t in raised.items()})
         entry["widths"] = sorted(arch.widths + [int(w) for w in widths])
         entry["tokens"] = dict(sorted(tokens.items()))
         if study.cfg.mup:
@@ -140,14 +149,16 @@ def extended(study: Study, new: dict[str, dict[int, int]]) -> dict:
     return raw
 
 
-def check_extension(study: Study, raw: dict, n_new: int, source: str) -> StudyConfig:
-    """Parse ``raw`` back and check that every run of ``study`` keeps its id and ``n_new`` runs are added."""
+def check_extension(study: Study, raw: dict, n_new: int, source: str, n_replaced: int = 0) -> StudyConfig:
+    """Parse ``raw`` back and check that every run of ``study`` keeps its id but the ``n_replaced`` runs of
+    widths trained longer, and that ``n_new`` runs are added."""
     cfg = parse_study(raw, source=source)
     before, after = set(study.ids()), set(study.ids(cfg))
     lost = sorted(before - after)
-    if lost or len(after - before) != n_new:
+    if len(lost) != n_replaced or len(after - before) != n_new:
         raise ConfigError(f"{source}: the extended study would not keep the study's runs ({len(lost)} run id(s) "
-                          f"changed, {len(after - before)} new for {n_new} planned); nothing written")
+                          f"changed for {n_replaced} replaced, {len(after - before)} new for {n_new} planned); "
+                          "nothing written")
     return cfg
 
 
@@ -156,13 +167,19 @@ def write_extension(study: Study, plan, out: Path, header: str) -> Path:
     from .design import format_widths
 
     new: dict[str, dict[int, int]] = {}
+    longer: dict[str, dict[int, int]] = {}
     for o in plan.chosen:
-        new.setdefault(o.group, {})[o.width] = o.tokens
-    raw = extended(study, new)
-    check_extension(study, raw, sum(len(w) for w in new.values()) * len(study.cfg.seeds), str(out))
+        (longer if o.replaces else new).setdefault(o.group, {})[o.width] = o.tokens
+    raw = extended(study, new, longer)
+    seeds = len(study.cfg.seeds)
+    n_longer = sum(len(w) for w in longer.values())
+    check_extension(study, raw, (sum(len(w) for w in new.values()) + n_longer) * seeds, str(out), n_longer * seeds)
     lines = [MARKER, f"# from {study.source} (study directory {study.dir}); {header}",
              "# new widths (group, width, N, tokens, cost):"]
-    lines += [f"#   {o.group} {o.width} {o.N:.4g} {o.tokens} {o.cost:.3g}" for o in plan.chosen]
+    lines += [f"#   {o.group} {o.width} {o.N:.4g} {o.tokens} {o.cost:.3g}" for o in plan.chosen if not o.replaces]
+    if n_longer:
+        lines.append("# finished widths trained longer, replacing their runs (group, width, N, tokens, cost):")
+        lines += [f"#   longer {o.group} {o.width} {o.N:.4g} {o.tokens} {o.cost:.3g}" for o in plan.chosen if o.replaces]
     lines.append("# predicted 95% interval widths of alpha, beta, a (now -> after):")
     lines += [f"#   {g}: {format_widths(plan.before[g], plan.after[g])}" for g in plan.before]
     text = "\n".join(lines) + "\n" + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=110)

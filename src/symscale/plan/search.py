@@ -2,7 +2,8 @@
 
 Each group (one architecture entry of a study) has its current law -- a point estimate and, when known,
 bootstrap replicates: the K parameter points over which the criterion is averaged -- its noise (σ, τ),
-the design of its finished runs, and a list of :class:`Option` runs (a new width at a token budget).
+the design of its finished runs, and a list of :class:`Option` runs (a new width at a token budget, or a
+longer run of a finished width that replaces its runs).
 
 Criterion of one group: the mean over its K parameter points of log(w_α + w_β + w_a), the sum of the
 predicted 95 % interval widths (:func:`.fisher.widths`); averaging over bootstrap replicates makes the design
@@ -14,8 +15,10 @@ Search: greedy by gain per unit cost. A move sets one width of one group to a to
 yet planned, or a planned width raised to a larger budget (its cost is then the difference) -- so a cheap
 short run chosen early can still grow into a long one, and every width appears once in the study, as a
 study file requires. The move with the largest objective decrease per unit of added cost that still fits
-the remaining budget is taken, until none fits or none lowers the objective. Finished runs are never
-changed: their information is part of the starting point.
+the remaining budget is taken, until none fits or none lowers the objective. A finished run counts in the
+starting point until an option that replaces it (``Option.replaces``: the same width trained longer, whose
+curve contains the finished one's) is taken: its information is then subtracted, since the fits keep only
+the longer run (:func:`symscale.study.store.superseded`).
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ class GroupModel:
 
 @dataclass(frozen=True)
 class Option:
-    """One possible new width of a group at a token budget; ``cost`` covers all its copies (seeds)."""
+    """One possible run of a group: a width at a token budget; ``cost`` covers all its copies (seeds).
+    ``replaces``: indices of the group's finished runs (rows of :attr:`GroupModel.N`) it supersedes -- a
+    finished width trained longer; empty for a new width."""
 
     group: str
     width: int
@@ -62,6 +67,7 @@ class Option:
     tokens: int
     cost: float
     D: tuple[float, ...]          # the checkpoints that enter the fit
+    replaces: tuple[int, ...] = ()
 
 
 @dataclass
@@ -101,9 +107,15 @@ class _GroupState:
         K = th.shape[0]
         self.H = np.zeros((K, 5, 5))
         self.M = np.zeros((K, 5, 5))
+        self.rH = np.zeros((K, len(options), 5, 5))   # finished runs' share that option j would replace
+        self.rM = np.zeros((K, len(options), 5, 5))
         if model.N.size:
             H, M = fisher.run_matrices(th, model.N, model.D, model.noise, self.N0, self.D0)
             self.H, self.M = H.sum(1), M.sum(1)
+            for j, o in enumerate(options):
+                if o.replaces:
+                    self.rH[:, j] = H[:, list(o.replaces)].sum(1)
+                    self.rM[:, j] = M[:, list(o.replaces)].sum(1)
         if options:
             H, M = fisher.run_matrices(th, np.array([o.N for o in options]), padded([o.D for o in options]),
                                        model.noise, self.N0, self.D0)
@@ -132,8 +144,8 @@ class _GroupState:
             if cur is None:
                 idx.append(j)
                 extra.append(o.cost)
-                base_H.append(self.H)
-                base_M.append(self.M)
+                base_H.append(self.H - self.rH[:, j])
+                base_M.append(self.M - self.rM[:, j])
             elif o.tokens > self.options[cur].tokens:
                 idx.append(j)
                 extra.append(o.cost - self.options[cur].cost)
@@ -152,6 +164,9 @@ class _GroupState:
         if cur is not None:
             self.H = self.H - self.oH[:, cur]
             self.M = self.M - self.oM[:, cur]
+        else:   # the finished runs it replaces (a width's options all replace the same ones)
+            self.H = self.H - self.rH[:, j]
+            self.M = self.M - self.rM[:, j]
         self.H = self.H + self.oH[:, j]
         self.M = self.M + self.oM[:, j]
         self.planned[o.width] = j

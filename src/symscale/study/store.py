@@ -23,6 +23,7 @@ import json
 import math
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -208,7 +209,8 @@ def load_groups(study_dir: str | Path, run_ids: Iterable[str] | None = None, los
     Rules match :func:`symscale.laws.io.load_study`: a ``diverged`` run keeps the points before its first
     non-finite loss; ``pending`` / ``running`` runs contribute what they have logged; ``failed`` runs none.
     Groups with fewer than two runs are left out (a power law in N needs at least two sizes), and so are the
-    learning-rate sweep runs (group ``<group>@tune``, :mod:`symscale.study.tune`).
+    learning-rate sweep runs (group ``<group>@tune``, :mod:`symscale.study.tune`) and runs superseded by a
+    longer run of the same settings (:func:`superseded`; a note names each).
     """
     from ..laws.io import assemble
     from .tune import is_tune_group
@@ -219,8 +221,10 @@ def load_groups(study_dir: str | Path, run_ids: Iterable[str] | None = None, los
         rows: dict[str, list[tuple]] = {}
         kappas: dict[str, list[float]] = {}
         status: dict[tuple, str] = {}
-        for run in store.runs(run_ids):
-            if run["status"] == "failed" or is_tune_group(run["grp"]):
+        runs = store.runs(run_ids)
+        longer = superseded(runs)
+        for run in runs:
+            if run["status"] == "failed" or is_tune_group(run["grp"]) or run["id"] in longer:
                 continue
             for e in store.evals(run["id"]):
                 loss = e[loss_key]
@@ -237,4 +241,50 @@ def load_groups(study_dir: str | Path, run_ids: Iterable[str] | None = None, los
     rows = {g: pts for g, pts in rows.items() if len({p[0] for p in pts}) >= 2}
     if not rows:
         raise DataError(f"{Path(study_dir) / DB_NAME}: no group has evaluation points from two or more runs")
-    return assemble(rows, kappas, status, str(Path(study_dir) / DB_NAME), True)
+    groups = assemble(rows, kappas, status, str(Path(study_dir) / DB_NAME), True)
+    for short, long in sorted(longer.items()):
+        g = next((store_run["grp"] for store_run in runs if store_run["id"] == short), None)
+        if g in groups:
+            note = f"run {short} left out: its training is the start of run {long} (same settings and seed, longer budget)"
+            groups[g] = replace(groups[g], notes=groups[g].notes + (note,))
+    return groups
+
+
+#: run settings that do not change the training trajectory up to a run's end (its length, where it is
+#: evaluated, where it is written, how batches are prefetched, whether it is compiled)
+_LENGTH_KEYS = ("tokens", "epochs", "evaluation", "name", "out", "loader_workers", "compile")
+
+
+def superseded(runs: list[dict]) -> dict[str, str]:
+    """``{short run id: longer run id}`` for runs whose training is the start of another run's.
+
+    Two runs share a trajectory when they have the same group, width, seed and settings except the length
+    keys (:data:`_LENGTH_KEYS`): the same initialisation and batch stream, so the shorter one's curve is a
+    prefix of the longer one's (``symscale plan design`` lengthens a width this way). Fitting both would
+    count that prefix twice as if it were independent evidence. A run is superseded once the longer run
+    has logged at least as many tokens as it has (a longer run still in progress does not yet replace a
+    finished short one); failed runs neither supersede nor are superseded.
+    """
+    by_key: dict[str, list[dict]] = {}
+    for run in runs:
+        if run["status"] == "failed":
+            continue
+        try:
+            cfg = json.loads(run["config"])
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(cfg, dict):
+            continue
+        settings = {k: v for k, v in cfg.items() if k not in _LENGTH_KEYS}
+        key = json.dumps([run["grp"], run["width"], run["seed"], settings], sort_keys=True)
+        budget = cfg.get("tokens") or run["budget_tokens"] or run["tokens"] or 0
+        by_key.setdefault(key, []).append((budget, run["tokens"] or 0, run["id"]))
+    out = {}
+    for same in by_key.values():
+        same.sort()
+        for i, (budget, seen, rid) in enumerate(same[:-1]):
+            for b, s, other in reversed(same[i + 1:]):
+                if b > budget and s >= seen:
+                    out[rid] = other
+                    break
+    return out
