@@ -122,3 +122,16 @@ def test_longer_options_skip_tuned_widths_and_unfinished_runs(tmp_path):
     runs["mpnn-w16-fake"] = dict(runs["mpnn-w16-fake"], status="running")
     opts = design.longer_options("mpnn", g, runs, sizes, tokens, checkpoints, lambda N, T: 1.0, fixed=set())
     assert sorted({o.width for o in opts}) == [8, 32]
+
+
+def test_widths_where_width_barely_moves_N_are_not_offered():
+    """GemNet's many-body bilinear maps do not depend on the width: at widths 1-4 doubling the width adds
+    < 40 % parameters, so runs there would move the loss at almost constant N. The other families' N grows
+    at least linearly with width from width 1."""
+    g = design.parameter_counts("gemnet", [1, 2, 4, 8, 16], {})
+    slope = design.size_elasticity("gemnet", g, {})
+    assert slope[1] < 0.2 and slope[4] < design.MIN_ELASTICITY < slope[8] and slope[16] > 1.0
+    assert np.isclose(slope[4], np.log(g[8] / g[4]) / np.log(2))
+    for fam in ("mpnn", "egnn"):
+        s = design.size_elasticity(fam, design.parameter_counts(fam, [1, 2, 4], {}), {})
+        assert min(s.values()) > 1.0

@@ -9,7 +9,7 @@ Steps (``docs/laws.md``, "Planning a study: plan design"):
    τ is taken as at least σ: a handful of runs cannot estimate it -- with 3 widths the law's three N
    parameters absorb every run offset), and the design of the finished runs;
 3. options: new widths on a half-octave grid from 1/8 of the smallest to 4× the largest existing width
-   (parameter counts from the model registry), each at token budgets on a log grid (4 per decade) up to one
+   (parameter counts from the model registry; not where N barely grows with width, :data:`MIN_ELASTICITY`), each at token budgets on a log grid (4 per decade) up to one
    epoch of the training data; and each finished width trained again for at least :data:`LONGER` times its
    budget, replacing its runs (the fits keep only the longer run, whose curve contains the shorter one's;
    not the widths a ``tune:`` sweep is derived from, whose budget sets the sweep's); an option's checkpoints are the study's evaluation points that survive the
@@ -38,6 +38,10 @@ TOKENS_PER_DECADE = 4
 MIN_BATCHES = 20
 #: a finished width is offered again only at token budgets at least this many times its current one
 LONGER = 2.0
+#: a new width is offered only where N grows at least this fast with width, d log N / d log w between w
+#: and 2w: below it most parameters do not depend on the width (gemnet's fixed-size many-body maps give
+#: widths 1-8 N = 11.6k-18.3k), so the runs move the loss at almost constant N and confound α
+MIN_ELASTICITY = 0.5
 
 
 def fitted_checkpoints(tokens: int, points: int, first_tokens: int | None, batch_tokens: int,
@@ -90,6 +94,12 @@ def parameter_counts(family: str, widths: list[int], options: dict) -> dict[int,
             continue
         out[w] = count_parameters(model)
     return out
+
+
+def size_elasticity(family: str, sizes: dict[int, int], options: dict) -> dict[int, float]:
+    """{width: log(N(2w) / N(w)) / log 2} for the widths of ``sizes`` (``inf`` where 2w does not build)."""
+    doubled = parameter_counts(family, [2 * w for w in sizes], options)
+    return {w: (np.log(doubled[2 * w] / n) / np.log(2.0) if 2 * w in doubled else np.inf) for w, n in sizes.items()}
 
 
 def make_options(group: str, sizes: dict[int, float], tokens: list[int], checkpoints, cost) -> list[search.Option]:
@@ -321,6 +331,13 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
         tokens = token_grid(max_tokens, batch_tokens)
         model_options = {"cutoff": cfg.data.cutoff, **arch.options}
         sizes = parameter_counts(arch.family, width_grid(arch.widths), model_options)
+        slope = size_elasticity(arch.family, sizes, model_options)
+        flat = sorted(w for w in sizes if slope[w] < MIN_ELASTICITY)
+        if flat:
+            print(f"{name}: widths {', '.join(map(str, flat))} not offered: N barely grows with width there "
+                  f"(d log N / d log w < {MIN_ELASTICITY:g}: parameters that do not depend on the width)",
+                  file=sys.stderr)
+            sizes = {w: n for w, n in sizes.items() if w not in flat}
         probed = None
         if budget.kind == "hours":  # time every width the options and the finished runs use
             from ..models.flops import reference_batch
@@ -334,9 +351,11 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
                                              cfg.report.drop_fraction)
         cost = budget.cost_fn(law, copies, probed)
         fixed = {arch.base_width or arch.widths[0], arch.check_width} if cfg.tune is not None else set()
+        finished = parameter_counts(arch.family, arch.widths, model_options)
+        slope = size_elasticity(arch.family, finished, model_options)
+        finished = {w: n for w, n in finished.items() if slope[w] >= MIN_ELASTICITY}
         options = make_options(name, sizes, tokens, ckpts, cost) + longer_options(
-            name, data[name], runs, parameter_counts(arch.family, arch.widths, model_options), tokens, ckpts, cost,
-            fixed)
+            name, data[name], runs, finished, tokens, ckpts, cost, fixed)
         out.append({"model": group_model(law, data[name], copies, rng), "options": options})
     if not out:
         raise DataError(f"{study.dir}: no architecture entry has a fitted sum law to plan from")
