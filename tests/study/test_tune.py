@@ -10,7 +10,7 @@ from symscale.errors import ConfigError
 from symscale.study import run_study
 from symscale.study.schema import expand, parse_study
 from symscale.study.store import Store, load_groups
-from symscale.study.tune import Sweep, Trial, choose, plan_sweep, select, tune_document, with_lrs
+from symscale.study.tune import Sweep, Trial, choose, past_edge, plan_sweep, select, tune_document, with_lrs
 from symscale.study.tune_report import tune_section
 from symscale.study.worker import execute
 
@@ -258,3 +258,42 @@ def test_no_lr_trains_is_one_line_error(tmp_path, capsys, in_process):
     with Store(tmp_path / "study", create=False) as store:
         assert [r["grp"] for r in store.runs()] == ["mpnn@tune"] * 2
         assert not (tmp_path / "study" / "report").exists() and store.meta("study") is None
+
+
+def test_extension_past_the_edge_of_the_grid(tmp_path):
+    """``extend``: the value one grid ratio past the end where the best lies; swept at the base and the
+    transfer width alike, with the grid's runs keeping their ids."""
+    high = choose("mpnn", _sweep(8, [(1e-3, "completed", [2.4]), (3e-3, "completed", [2.0]), (1e-2, "completed", [1.5])]))
+    low = choose("mpnn", _sweep(8, [(1e-3, "completed", [1.4]), (1e-2, "completed", [2.0])]))
+    inside = choose("mpnn", _sweep(8, [(1e-3, "completed", [2.4]), (3e-3, "completed", [2.0]), (1e-2, "diverged", [1.0])]))
+    assert past_edge(high) == pytest.approx(3.33e-2) and past_edge(low) == pytest.approx(1e-4)
+    assert past_edge(inside) is None
+    cfg = parse_study({**BASE, "tune": {"lrs": [1e-3, 1e-2], "extend": 2}})
+    plan = expand(cfg, None, tmp_path)
+    grid = plan_sweep(cfg, plan, tmp_path)
+    more = plan_sweep(cfg, plan, tmp_path, extra={"mpnn": [1e-1]})
+    assert [p.id for p in grid] == [p.id for p in more if p.config.optimizer.lr != 1e-1]
+    assert sorted((p.width, p.config.optimizer.lr) for p in more if p.config.optimizer.lr == 1e-1) == [(8, 0.1), (32, 0.1)]
+    with pytest.raises(ConfigError, match="tune.extend: Input should be less than or equal to 5"):
+        parse_study({**BASE, "tune": {"lrs": [1e-3, 1e-2], "extend": 6}})
+
+
+def test_tuned_study_extends_its_grid(tmp_path, in_process):
+    """Two tiny learning rates: the best is the larger, so the sweep goes on past it (up to ``extend`` times,
+    until the best is inside the grid); every swept value is trained at both widths, and the choice is the
+    best of all of them."""
+    path = write_study(tmp_path / "study.yaml", tmp_path / "study", tokens=1600,
+                       architectures=[{"family": "mpnn", "widths": [4, 8]}],
+                       tune={"lrs": [1e-5, 3e-5], "fractions": [0.5], "extend": 2})
+    result = run_study(path, workers=1, quiet=True, report=False)
+    assert result.exit_code == 0
+    doc = json.loads((tmp_path / "study" / "tune.json").read_text())
+    g = doc["groups"]["mpnn"]
+    swept = [sorted(t["lr"] for t in s["trials"]) for s in g["sweeps"]]
+    assert swept[0] == swept[1] and swept[0][:3] == pytest.approx([1e-5, 3e-5, 9e-5])
+    assert len(swept[0]) in (3, 4)
+    losses = {t["lr"]: t["loss"][-1] for t in g["sweeps"][0]["trials"]}
+    assert g["lr"] == min(losses, key=losses.get) and g["lr"] > 3e-5
+    assert any("grid extended past its end by 9e-05" in n for n in g["notes"])
+    if len(swept[0]) == 3:      # stopped early: the best is inside the extended grid
+        assert g["lr"] == pytest.approx(3e-5) or g["lr"] != max(swept[0])

@@ -175,6 +175,8 @@ class TuneSpec(_Strict):
     validation loss is read at every fraction of ``fractions`` from the same runs, and the best value at the
     largest fraction becomes the architecture's learning rate at every width. ``check_transfer``: sweep the
     widest width too and report whether its best value lies within one grid step of the base width's.
+    ``extend``: when a group's best value is at an end of its grid, sweep one more value past that end (the
+    grid's ratio between its two outermost values there) and choose again, at most this many times per group.
     """
 
     lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=2)
@@ -184,6 +186,7 @@ class TuneSpec(_Strict):
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.1, 0.25],
                                                                   min_length=1)
     check_transfer: bool = True
+    extend: int = Field(0, ge=0, le=5)
 
     @model_validator(mode="after")
     def _grid(self) -> "TuneSpec":

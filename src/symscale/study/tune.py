@@ -15,6 +15,9 @@ Sweep runs are ordinary runs of the store and of ``<study>/runs/`` with the laws
 ``check_transfer`` the widest width (or the entry's ``transfer_width``) is swept as well: μP transfer holds when that
 width's best value lies within one grid step of the base width's. Either way the base width's value is used
 (μP's contract); a group where transfer fails is flagged in ``tune.json``, the report and on stderr.
+With ``extend`` (:class:`TuneSpec <symscale.study.schema.TuneSpec>`), a group whose best value is at an end of
+its grid sweeps one more value past it (at the base width and the transfer width alike, so both sweeps keep
+one grid) and chooses again, up to ``extend`` times; the swept values are reused like the others.
 
 The choice, the sweep table (loss at every fraction, status) and the transfer verdicts are written to
 ``<study>/tune.json`` (:func:`tune_document`).
@@ -46,14 +49,16 @@ def is_tune_group(group: str) -> bool:
     return group.endswith(TUNE_SUFFIX)
 
 
-def plan_sweep(cfg, plan: list, study_dir: Path, source: str = "study") -> list:
+def plan_sweep(cfg, plan: list, study_dir: Path, source: str = "study",
+               extra: dict[str, list[float]] | None = None) -> list:
     """The sweep runs of study ``cfg`` as :class:`~symscale.study.schema.PlannedRun` objects.
 
     They are derived from ``plan`` (the study's runs, :func:`~symscale.study.schema.expand`): a sweep run at
     width ``w`` is the study's run at ``w`` (its smallest width's when ``base_width`` is not one of the study's
     widths) with ``optimizer.lr`` set to a grid value, the budget scaled by ``max(fractions)`` and the group
     ``<group>@tune``. Its id, ``<group>-tune-w<w>-lr<lr>-s<seed>-<hash>``, hashes that configuration (output
-    directory and data path excluded), so it is stable under edits that leave the sweep alone.
+    directory and data path excluded), so it is stable under edits that leave the sweep alone. ``extra``:
+    per group, values swept beyond the grid (``extend``).
     """
     spec = cfg.tune
     f_max = max(spec.fractions)
@@ -66,7 +71,8 @@ def plan_sweep(cfg, plan: list, study_dir: Path, source: str = "study") -> list:
         widths = [base] + ([arch.check_width] if spec.check_transfer and arch.check_width != base else [])
         for width in widths:
             template = by_width.get(width) or by_width[arch.widths[0]]
-            for lr in spec.grid():
+            grid = spec.grid()
+            for lr in grid + [x for x in (extra or {}).get(group, []) if x not in grid]:
                 runs.append(_sweep_run(template, width, lr, f_max, study_dir, source))
     return runs
 
@@ -240,6 +246,16 @@ def tune_document(cfg, choices: list[Choice]) -> dict:
     return {"grid": cfg.tune.grid(), "fractions": fractions, "seed": cfg.seeds[0], "groups": groups}
 
 
+def past_edge(choice: Choice) -> float | None:
+    """The value one step past the end of ``choice``'s base grid where its best value lies (the ratio of the
+    grid's two outermost values there, 3 significant digits), or ``None`` when the best is inside the grid."""
+    lrs = sorted(t.lr for t in choice.base.trials)
+    if choice.lr is None or len(lrs) < 2 or choice.lr not in (lrs[0], lrs[-1]):
+        return None
+    nxt = lrs[-1] ** 2 / lrs[-2] if choice.lr == lrs[-1] else lrs[0] ** 2 / lrs[1]
+    return float(f"{nxt:.3g}")
+
+
 def with_lrs(cfg, lrs: dict[str, float]):
     """``cfg`` with each architecture's ``optimizer.lr`` set to ``lrs[group]``."""
     archs = [a.model_copy(update={"optimizer": {**a.optimizer, "lr": lrs[a.group()]}}) for a in cfg.architectures]
@@ -257,18 +273,31 @@ def run_tuning(cfg, plan: list, study_dir: Path, store, train: Callable[[list, l
     """
     from .schema import expand
 
-    sweep = plan_sweep(cfg, plan, study_dir, source)
-    ids = [p.id for p in sweep]
-    store.add_runs(sweep)
-    store.reset_interrupted()
-    if retry_failed:
-        store.reset_failed(ids)
-    status = {r["id"]: r["status"] for r in store.runs(ids)}
-    todo = [p for p in sweep if status[p.id] == "pending"]
-    if not quiet:
-        print(f"== learning-rate sweep: {len(sweep)} runs, {len(sweep) - len(todo)} already done", flush=True)
-    train(sweep, todo)
-    choices = select(cfg, read_sweep(store, sweep, cfg.tune.fractions))
+    extra: dict[str, list[float]] = {}
+    while True:
+        sweep = plan_sweep(cfg, plan, study_dir, source, extra)
+        ids = [p.id for p in sweep]
+        store.add_runs(sweep)
+        store.reset_interrupted()
+        if retry_failed:
+            store.reset_failed(ids)
+        status = {r["id"]: r["status"] for r in store.runs(ids)}
+        todo = [p for p in sweep if status[p.id] == "pending"]
+        if not quiet:
+            print(f"== learning-rate sweep: {len(sweep)} runs, {len(sweep) - len(todo)} already done", flush=True)
+        train(sweep, todo)
+        choices = select(cfg, read_sweep(store, sweep, cfg.tune.fractions))
+        grow = {c.group: past_edge(c) for c in choices if len(extra.get(c.group, [])) < cfg.tune.extend}
+        grow = {g: lr for g, lr in grow.items() if lr is not None}
+        if not grow:
+            break
+        for g, lr in grow.items():
+            extra.setdefault(g, []).append(lr)
+            if not quiet:
+                print(f"tune {g}: best value at the end of the grid; sweeping {lr:g} too", flush=True)
+    for c in choices:
+        if extra.get(c.group):
+            c.notes.append(f"{c.group}: grid extended past its end by {', '.join(f'{x:g}' for x in extra[c.group])}")
     write_text(Path(study_dir) / TUNE_NAME,
                json.dumps(stamp(tune_document(cfg, choices), "tune"), indent=1, allow_nan=False) + "\n")
     for c in choices:
