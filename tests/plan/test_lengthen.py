@@ -135,3 +135,29 @@ def test_widths_where_width_barely_moves_N_are_not_offered():
     for fam in ("mpnn", "egnn"):
         s = design.size_elasticity(fam, design.parameter_counts(fam, [1, 2, 4], {}), {})
         assert min(s.values()) > 1.0
+
+
+def test_pilot_costs_include_the_learning_rate_sweep(tmp_path):
+    """The pilot's estimate adds the sweep (grid × max(fractions) of a run at the base and transfer widths,
+    first seed only), and its measured cost counts the sweep runs of the store."""
+    from symscale.plan import pilot
+    from symscale.study.schema import parse_study
+
+    raw = {"name": "p", "out": str(tmp_path / "p"), "data": "embedded", "tokens": 1000, "seeds": [0, 1],
+           "architectures": [{"family": "mpnn", "widths": [4, 16], "options": {"num_layers": 2}}]}
+    plain = extend.Study(raw=raw, cfg=parse_study(raw), dir=tmp_path / "p", source="p.yaml")
+    tuned_raw = {**raw, "tune": {"lrs": [1e-3, 1e-2, 1e-1], "fractions": [0.1, 0.5]}}
+    tuned = extend.Study(raw=tuned_raw, cfg=parse_study(tuned_raw), dir=tmp_path / "p", source="p.yaml")
+    a, b = pilot.cost_per_token(plain, "flops")["mpnn"], pilot.cost_per_token(tuned, "flops")["mpnn"]
+    assert sorted(a) == sorted(b) == [4, 8, 16]
+    assert b[8] == pytest.approx(a[8], rel=1e-6)                             # not swept
+    for w in (4, 16):                                                        # 3 values × 0.5 of a run / 2 seeds
+        assert b[w] == pytest.approx(a[w] * (1 + 3 * 0.5 / 2), rel=1e-6)
+    study = fake_study(tmp_path)
+    with Store(study) as store:
+        store.add_runs([SimpleNamespace(id="mpnn-tune-x", group="mpnn@tune", family="mpnn", width=8, seed=0,
+                                        run_dir=study / "t", config=SimpleNamespace(model_dump=lambda mode=None: {}))])
+        store.finish("mpnn-tune-x", {"status": "completed", "rows": [], "summary": {"train_time_s": 3600.0}})
+        before = pilot.measured_cost(extend.read_study(study), "hours")
+        store.set_meta("study", {**store.meta("study"), "tune_run_ids": ["mpnn-tune-x"]})
+    assert pilot.measured_cost(extend.read_study(study), "hours") == pytest.approx(before + 1.0)

@@ -394,12 +394,14 @@ def _summarise(res: GroupAnalysis, holdout: float) -> dict:
     n_boot = (allocation.optimal_n(np.array([c_max]), data.kappa, b("A"), b("B"), b("alpha"), b("beta"))[:, 0]
               if boot is not None else empty)
     k_max = c_max / (3.0 * data.kappa)
+    with np.errstate(divide="ignore"):  # a replicate with A = 0 puts no compute into N: D* is infinite
+        d_full, d_boot = k_max / n_full, k_max / n_boot
     sc = _SUMLAW_SCALE
     out["allocation"] = {
         "formula": "N*(C) = G (C/(3 kappa))^a, D*(C) = (C/(3 kappa)) / N*(C)",
         "kappa": data.kappa, "G": _q(g_full[0], g_boot, centre(g_full[0]), sc["G"]), "C_ref": c_max,
         "N_star_at_C_ref": _q(n_full, n_boot, centre(n_full), sc["N_star_at_C_ref"]),
-        "D_star_at_C_ref": _q(k_max / n_full, k_max / n_boot, centre(k_max / n_full), sc["D_star_at_C_ref"])}
+        "D_star_at_C_ref": _q(d_full, d_boot, centre(d_full), sc["D_star_at_C_ref"])}
     for key in checks.SUMLAW_KEYS:
         if key in missing:
             (out["allocation"] if key in out["allocation"] else out)[key]["identified"] = False

@@ -5,10 +5,13 @@ least 4× the smallest) and their geometric mean -- for one token budget T share
 largest T (at most one epoch of the training data) whose estimated cost is at most :data:`PILOT_SHARE` of
 the budget. Estimated cost per token of a width: ``3κN`` FLOPs (κ measured on the fixed reference batch, as
 the runs measure it), or, for a budget in hours, the time of a training step (forward, loss, backward) on
-that batch. The pilot is written as a study file (``<out>.pilot.yaml``, beside the plan's ``--out``) whose
+that batch. With a ``tune:`` section the learning-rate sweep is part of the pilot and of its cost: per
+entry, each grid value at the base width and (``check_transfer``) at the pilot's widest width for
+``max(fractions)`` of T (values an ``extend`` adds are not in the estimate, but are in the measured cost).
+The pilot is written as a study file (``<out>.pilot.yaml``, beside the plan's ``--out``) whose
 ``out`` is the study directory, and run with :func:`symscale.study.driver.run_study`, which trains it and
-fits its laws; its *measured* cost (Σ 3κND of its runs, or their training hours) is what the plan then
-subtracts from the budget. The μP base width is pinned to the smallest listed width, so the plan's study
+fits its laws; its *measured* cost (Σ 3κND of its runs and sweep runs, or their training hours) is what the
+plan then subtracts from the budget. The μP base width is pinned to the smallest listed width, so the plan's study
 file extends the pilot without changing its runs' ids.
 """
 
@@ -51,13 +54,19 @@ def cost_per_token(study: Study, kind: str) -> dict[str, dict[int, float]]:
     out = {}
     for arch in cfg.architectures:
         costs = {}
-        for w in pilot_widths(arch.widths):
+        widths = pilot_widths(arch.widths)
+        for w in widths:
             model = build(arch.family, w, **{"cutoff": cfg.data.cutoff, **arch.options})
             if kind == "flops":
                 unit = 3.0 * measure_kappa(model, batch)["kappa"] * count_parameters(model)
             else:
                 unit = probe(model, batch) / 3600.0
             costs[w] = unit * len(cfg.seeds)
+        if cfg.tune is not None:  # the sweep: its runs train on the first seed only
+            share = len(cfg.tune.grid()) * max(cfg.tune.fractions) / len(cfg.seeds)
+            swept = [arch.base_width or arch.widths[0]] + ([widths[-1]] if cfg.tune.check_transfer else [])
+            for w in swept:
+                costs[w] = costs.get(w, 0.0) + share * (costs.get(w) or costs[widths[0]])
         out[arch.group()] = costs
     return out
 
@@ -69,6 +78,7 @@ def pilot_raw(study: Study, tokens: int) -> dict:
         entry["widths"] = pilot_widths(arch.widths)
         entry["tokens"] = int(tokens)
         entry.pop("epochs", None)
+        entry.pop("transfer_width", None)   # the pilot checks transfer at its own widest width
         if study.cfg.mup:
             entry["base_width"] = arch.base_width or arch.widths[0]
     raw["out"] = str(study.dir)
@@ -76,11 +86,14 @@ def pilot_raw(study: Study, tokens: int) -> dict:
 
 
 def measured_cost(study: Study, kind: str) -> float:
-    """What the study's runs cost: Σ 3κ·N·tokens (FLOPs) or Σ training hours, from its store."""
+    """What the study's runs and learning-rate sweep runs cost: Σ 3κ·N·tokens (FLOPs) or Σ training hours,
+    from its store."""
     from ..study.store import Store
 
     with Store(study.dir, create=False) as store:
-        runs = store.runs(study.run_ids())
+        meta = store.meta("study") or {}
+        ids = meta.get("run_ids")
+        runs = store.runs(None if ids is None else ids + list(meta.get("tune_run_ids") or []))
     if kind == "flops":
         return float(sum(3.0 * (r["kappa"] or 0.0) * (r["params"] or 0) * r["tokens"] for r in runs))
     return float(sum((r["train_time_s"] or 0.0) for r in runs)) / 3600.0
