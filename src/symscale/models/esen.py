@@ -128,16 +128,22 @@ class FeedForward(nn.Module):
         degree = degree_of_rows(lmax)
         self.register_buffer("degree", degree)
         pool = nn.functional.one_hot(degree[1:] - 1, lmax).to(torch.get_default_dtype())
-        self.register_buffer("pool", pool)  # (K-1, lmax): sums squares over m per degree
+        # (K-1, lmax): which degree each row's square counts to. forward sums the rows of each degree
+        # directly (an einsum with this matrix was a permuted copy and a batched matmul); the buffer stays in
+        # the state_dict (the checkpoint layout of earlier versions)
+        self.register_buffer("pool", pool)
         self.lmax, self.hidden = lmax, hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sq = torch.einsum("nkc,kl->nlc", x[:, 1:] * x[:, 1:], self.pool.to(x.dtype))
-        inv = self.invariants(torch.cat([x[:, 0], sq.reshape(x.shape[0], -1)], dim=-1))
-        h = self.lin1(x)
-        h = torch.cat([h[:, :1] + inv[:, None, : self.hidden], h[:, 1:]], dim=1)
-        g = inv[:, self.hidden:].reshape(-1, self.lmax, self.hidden)
-        return self.lin2(gate(h, g, self.degree))
+        n, k, _ = x.shape
+        # splits, not slices: their backward is one concatenation, not zero-filled full-size gradients
+        x0, rest = torch.split(x, [1, k - 1], dim=1)
+        degrees = torch.split(rest * rest, [2 * l + 1 for l in range(1, self.lmax + 1)], dim=1)
+        sq = torch.stack([d.sum(1) for d in degrees], dim=1)           # (n, lmax, C): squared norms per degree
+        inv = self.invariants(torch.cat([x0.reshape(n, -1), sq.reshape(n, -1)], dim=-1))
+        inv0, g = torch.split(inv, [self.hidden, self.lmax * self.hidden], dim=1)
+        h = self.lin1(x) + nn.functional.pad(inv0[:, None], (0, 0, 0, k - 1))  # added to the ℓ = 0 row only
+        return self.lin2(gate(h, g.reshape(n, self.lmax, self.hidden), self.degree))
 
 
 class EdgeDegreeEmbedding(nn.Module):

@@ -46,7 +46,7 @@ from torch import nn
 from ..data.batch import Batch
 from ..errors import ConfigError
 from . import gemnet_geometry as geo
-from .gemnet_terms import aggregate, term_layout
+from .gemnet_terms import aggregate, table_rows, term_layout
 from .layers import (MLP, RADIAL_GAIN, SILU_GAIN, BesselBasis, ElementEmbedding, ForceFieldModel,
                      PolynomialEnvelope, edge_vectors, init_linear_, pair_linear, scatter_sum)
 
@@ -78,6 +78,7 @@ class _ManyBody(nn.Module):
     ``out_e = up(SiLU(bilinear(A_e)))``. ``A`` is a batched matrix product over padded
     ``(targets, terms, basis)`` layouts (see :func:`gemnet_geometry.dense_layout`), so no
     ``(terms, basis, channels)`` tensor is materialised. No biases: an edge without terms gets 0.
+    ``down`` and ``radial`` are applied by the caller (:class:`_Block`; ``down`` fused with ``edge_self``).
     """
 
     def __init__(self, width: int, num_radial: int, num_basis: int, dim: int):
@@ -88,18 +89,20 @@ class _ManyBody(nn.Module):
         self.up = nn.Linear(dim, width, bias=False)
         self.act = nn.SiLU()
 
-    def forward(self, m: torch.Tensor, rbf: torch.Tensor, terms: dict | None) -> torch.Tensor:
-        """``m`` ``(E, w)``, ``rbf`` ``(E, R)``; ``terms`` from :meth:`GemNet.interaction_graph`."""
+    def forward(self, u: torch.Tensor, x: torch.Tensor, gate: torch.Tensor, terms: dict | None,
+                inplace: bool = False) -> torch.Tensor:
+        """``u`` plus the update of every edge ``(E, w)``, given ``x = SiLU(down(m))`` and ``gate = radial(rbf)``
+        ``(E, D)``; ``terms`` from :meth:`GemNet.interaction_graph` (edges without terms get 0). ``inplace``:
+        add into ``u`` itself (a tensor no other autograd node needs)."""
         if terms is None:
-            return m.new_zeros(m.shape)
-        x, gate = self.act(self.down(m)), self.radial(rbf)
+            return u
         if terms["table"] is None:                            # triplets: the radial gate of the source edge
             table = x * gate
         else:                                                 # quadruplets: x of in, gate of mid, per triplet
-            src, mid = terms["table"]
-            table = x.index_select(0, src) * gate.index_select(0, mid)
+            table = table_rows(x, gate, terms)
         agg = aggregate(table, terms)  # (rows, B * D): a few padding buckets, not a loop over edges
-        return m.new_zeros(m.shape).index_copy_(0, terms["rows"], self.up(self.act(self.bilinear(agg))))
+        update = self.up(self.act(self.bilinear(agg)))
+        return u.index_add_(0, terms["rows"], update) if inplace else u.index_add(0, terms["rows"], update)
 
 
 class _Block(nn.Module):
@@ -121,12 +124,19 @@ class _Block(nn.Module):
         centre, neigh = g["centre"], g["neigh"]
         first, act, last = self.edge_from_atoms  # MLP on [h_i, h_j, m_ij], node parts projected per atom
         m = (m + last(act(pair_linear(first, h, centre, neigh, m)))) * _INV_SQRT2
-        u = self.act(self.edge_self(m))
-        u = u + self.triplet(m, g["rbf"], g["triplets"])
+        # edge_self and the down-projections read the same m and all end in a SiLU: one product, one SiLU
+        maps = [self.edge_self, self.triplet.down] + ([self.quadruplet.down] if self.quadruplet else [])
+        sizes = [lin.out_features for lin in maps]
+        bias = torch.cat([self.edge_self.bias, self.edge_self.bias.new_zeros(sum(sizes[1:]))])
+        y = self.act(nn.functional.linear(m, torch.cat([lin.weight for lin in maps]), bias))
+        u, *xs = torch.split(y, sizes, dim=1)
+        rbf = g["rbf"]
+        u = self.triplet(u, xs[0], self.triplet.radial(rbf), g["triplets"])
         if self.quadruplet is not None:
-            u = u + self.quadruplet(m, g["rbf"], g["quadruplets"])
+            inplace = g["triplets"] is not None  # u is then the triplet update's own output
+            u = self.quadruplet(u, xs[1], self.quadruplet.radial(rbf), g["quadruplets"], inplace)
         m = (m + self.edge_mlp(u)) * _INV_SQRT2
-        agg = scatter_sum(m * self.atom_radial(g["rbf"]), centre, h.shape[0]) * g["a_scale"].unsqueeze(-1)
+        agg = scatter_sum(m * self.atom_radial(rbf), centre, h.shape[0]) * g["a_scale"].unsqueeze(-1)
         h = (h + self.atom_mlp(agg)) * _INV_SQRT2
         return h, m
 
@@ -220,8 +230,8 @@ class GemNet(ForceFieldModel):
         w_t = env_t.index_select(0, t_out) * env_t.index_select(0, t_in)
         g["t_out"], g["t_in"] = t_out, t_in
         w_t = w_t * _soft_degree(w_t, t_out, n_edges).index_select(0, t_out)
-        basis = geo.legendre(geo.triplet_cosine(vec, t_out, t_in, unit), self.num_spherical, dim=0) * w_t
-        g["triplets"] = term_layout(basis.T.contiguous(), t_out, t_in, n_edges, n_edges, fused=fused)
+        basis = geo.legendre(geo.triplet_cosine(vec, t_out, t_in, unit), self.num_spherical) * w_t.unsqueeze(-1)
+        g["triplets"] = term_layout(basis, t_out, t_in, n_edges, n_edges, fused=fused)
 
         if self.body_order == 4:
             q_mask = t_mask & (d < self.quadruplet_cutoff)
@@ -235,8 +245,9 @@ class GemNet(ForceFieldModel):
             g["q_out"], g["q_mid"], g["q_in"] = q_out, q_mid, q_in
             w_q = w_q * _soft_degree(w_q, q_out, n_edges).index_select(0, q_out)
             ang = torch.stack([w_q, cos_j * w_q, cos_k * w_q])                      # (3, Q), weight folded in
-            basis = (ang.unsqueeze(1) * harm.unsqueeze(0)).flatten(0, 1)               # (3M, Q): a * M + m
-            g["quadruplets"] = term_layout(basis.T.contiguous(), q_out, q_trip, n_edges, tq_out.shape[0],
+            basis = vec.new_empty(q_out.shape[0], 3, self.num_dihedral)               # (Q, 3M): a * M + m,
+            basis = basis.copy_(ang.T.unsqueeze(2) * harm.T.unsqueeze(1)).flatten(1)  # written term-major
+            g["quadruplets"] = term_layout(basis, q_out, q_trip, n_edges, tq_out.shape[0],
                                            table=(tq_in, tq_out), fused=fused)
         return g
 

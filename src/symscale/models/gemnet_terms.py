@@ -20,8 +20,6 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import gemnet_geometry as geo
-
 
 def term_layout(basis: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, n_edges: int, n_table: int,
                 table: tuple[torch.Tensor, torch.Tensor] | None = None, fused: bool = True) -> dict | None:
@@ -34,35 +32,92 @@ def term_layout(basis: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, n_edg
         table: None (the table is one row per edge: triplets) or the ``(in, mid)`` edges of each table row
             (quadruplets: rows are their ``(mid, in)`` triplets, so ``x_in · gate_mid`` is formed once per
             triplet, not once per quadruplet).
-        fused: build the transposed gather for :func:`aggregate`'s fused backward (bases without gradient).
+        fused: build the transposed gathers for :func:`aggregate`'s and :func:`table_rows`' fused backward
+            (bases without gradient).
 
     Returns ``{"basis": [(R_b, B, K_b)], "sizes": slots per bucket, "rows": target edge of every grid row,
-    "src": table row of every slot, "table": table, "gather_t": (n_table, slots) CSR or None}``, or None when
-    there are no terms.
+    "src": table row of every slot, "table": table, "gather_t": (n_table, slots) CSR or None, "table_t": the
+    ``(n_edges, n_table)`` CSRs of the table's two gathers or None}``, or None when there are no terms.
     """
-    layout = geo.dense_layout(dst, n_edges)
-    if not layout:
+    if dst.numel() == 0:
         return None
-    sizes = [rows.numel() * kmax for rows, _, _, kmax in layout]
-    offsets = [sum(sizes[:b]) for b in range(len(sizes))]
-    idx = torch.cat([terms for _, terms, _, _ in layout])
-    slot = torch.cat([s + o for (_, _, s, _), o in zip(layout, offsets)])
-    term_src = src.index_select(0, idx)
-    dense_src = src.new_zeros(sum(sizes)).index_copy_(0, slot, term_src)
-    bases = [geo.to_dense(basis.index_select(0, terms), s, rows.numel(), kmax).transpose(1, 2).contiguous()
-             for rows, terms, s, kmax in layout]
-    gather_t = None
+    rows, slot, grid = _grid(dst, n_edges)
+    sizes = [r * k for r, k in grid]
+    dense_src = src.new_zeros(sum(sizes)).index_copy_(0, slot, src)
+    dense = basis.new_zeros(sum(sizes), basis.shape[1]).index_copy_(0, slot, basis)
+    bases = [b.view(r, k, -1).transpose(1, 2).contiguous() for b, (r, k) in zip(dense.split(sizes), grid)]
+    gather_t = table_t = None
     if fused:  # rows: table rows; one entry per real (not padded) slot
-        order = torch.argsort(term_src, stable=True)
-        crow = term_src.new_zeros(n_table + 1)
-        crow[1:] = torch.cumsum(torch.bincount(term_src, minlength=n_table), 0)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            gather_t = torch.sparse_csr_tensor(crow, slot.index_select(0, order),
-                                               basis.new_ones(slot.shape[0]), (n_table, sum(sizes)),
-                                               check_invariants=False)
-    return {"basis": bases, "sizes": sizes, "rows": torch.cat([rows for rows, _, _, _ in layout]),
-            "src": dense_src, "table": table, "gather_t": gather_t}
+        gather_t = _transposed_gather(src, slot, n_table, sum(sizes), basis)
+        if table is not None:  # the table's own gathers from the edges, (in, mid)
+            positions = torch.arange(table[0].shape[0], device=dst.device)
+            table_t = tuple(_transposed_gather(t, positions, n_edges, t.shape[0], basis) for t in table)
+    return {"basis": bases, "sizes": sizes, "rows": rows, "src": dense_src, "table": table,
+            "gather_t": gather_t, "table_t": table_t}
+
+
+def _grid(dst: torch.Tensor, n_dst: int, buckets: int = 4) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The padded layout of :func:`~symscale.models.gemnet_geometry.dense_layout` (targets with terms sorted
+    by their number of terms, split into up to ``buckets`` equal groups, each an ``(R_b, K_b)`` grid) in a few
+    whole-array operations (no pass over the terms per bucket): returns the target of every grid row (all
+    buckets), every term's flat slot in the concatenated grids, and ``[(R_b, K_b)]``."""
+    counts = torch.bincount(dst, minlength=n_dst)
+    rows = torch.nonzero(counts).squeeze(-1)
+    n_rows = rows.numel()
+    rows = rows.index_select(0, torch.argsort(counts.index_select(0, rows), stable=True))
+    bounds = torch.linspace(0, n_rows, min(buckets, n_rows) + 1).round().long().tolist()
+    kmax = counts.index_select(0, rows[torch.tensor(bounds[1:], device=dst.device) - 1]).tolist()
+    grid = [(hi - lo, k) for lo, hi, k in zip(bounds[:-1], bounds[1:], kmax) if hi > lo]
+    offsets = [sum(r * k for r, k in grid[:b]) for b in range(len(grid))]
+    base = torch.cat([torch.arange(r, device=dst.device) * k + o for (r, k), o in zip(grid, offsets)])
+    pos_of = torch.zeros(n_dst, dtype=torch.long, device=dst.device).index_copy_(
+        0, rows, torch.arange(n_rows, device=dst.device))
+    start = torch.cumsum(counts, 0) - counts
+    position = torch.arange(dst.numel(), device=dst.device)
+    if bool((dst[1:] >= dst[:-1]).all()):  # grouped by target already (triplets, quadruplets): no sort
+        rank = position - start.index_select(0, dst)
+    else:
+        order = torch.argsort(dst, stable=True)
+        sorted_rank = position - start.index_select(0, dst.index_select(0, order))
+        rank = torch.empty_like(dst).index_copy_(0, order, sorted_rank)
+    return rows, base.index_select(0, pos_of.index_select(0, dst)) + rank, grid
+
+
+def _transposed_gather(index: torch.Tensor, position: torch.Tensor, n_rows: int, n_cols: int,
+                       like: torch.Tensor) -> torch.Tensor:
+    """CSR ``(n_rows, n_cols)`` with a 1 at ``(index[t], position[t])``: the transpose of the gather that puts
+    row ``index[t]`` at ``position[t]``, i.e. its backward as one sparse matmul (no ``index_add``)."""
+    key = index.int() if n_rows < 2**31 else index  # 32-bit keys: half the radix passes
+    order = torch.argsort(key, stable=True)
+    crow = index.new_zeros(n_rows + 1)
+    crow[1:] = torch.cumsum(torch.bincount(index, minlength=n_rows), 0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, position.index_select(0, order), like.new_ones(index.shape[0]),
+                                       (n_rows, n_cols), check_invariants=False)
+
+
+class _GatherRows(torch.autograd.Function):
+    """``x.index_select(0, index)`` whose backward is the sparse matmul ``index_t @ grad``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, index_t: torch.Tensor) -> torch.Tensor:
+        ctx.index_t = index_t
+        return x.index_select(0, index)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.index_t @ grad.contiguous(), None, None
+
+
+def table_rows(x: torch.Tensor, gate: torch.Tensor, terms: dict) -> torch.Tensor:
+    """Quadruplet table ``x[in] · gate[mid]`` ``(n_table, D)`` (one row per ``(mid, in)`` triplet); with the
+    fused layout the gathers' backward is a sparse matmul, else plain autograd."""
+    (src, mid), table_t = terms["table"], terms["table_t"]
+    if table_t is None:
+        return x.index_select(0, src) * gate.index_select(0, mid)
+    return _GatherRows.apply(x, src, table_t[0]) * _GatherRows.apply(gate, mid, table_t[1])
 
 
 class _Aggregate(torch.autograd.Function):
