@@ -222,8 +222,8 @@ def test_fairchem_structure_sparse_rotation_matches_dense(monkeypatch, ffn):
     model = build("esen", 5, num_layers=2, structure="fairchem", parity="so3", ffn=ffn).double()
     b = _batch([_rattled_ethanol(), water()])
     paths: list[bool] = []
-    into = EdgeRotation.into
-    monkeypatch.setattr(EdgeRotation, "into", lambda self, x: paths.append(self.sparse) or into(self, x))
+    into = EdgeRotation.into_blocks
+    monkeypatch.setattr(EdgeRotation, "into_blocks", lambda self, x: paths.append(self.sparse) or into(self, x))
     results, used = [], []
     for pos in (b.pos, b.pos.clone().requires_grad_(True)):  # sparse, then dense
         paths.clear()

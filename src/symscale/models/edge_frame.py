@@ -245,6 +245,38 @@ class _SparseMatmul(torch.autograd.Function):
         return ctx.at @ grad.contiguous(), None, None
 
 
+class _M0Sum(torch.autograd.Function):
+    """``out[index_e, k] += scale[e, k] m0[e, ℓ(k)]`` (``m0`` ``(E, L+1, C)``, ``scale`` ``(E, K)`` constant);
+    backward by one CSR product with ``E K`` non-zeros (the gradient of the per-degree ``index_select`` would be
+    an ``index_add`` along rows: ~10× slower)."""
+
+    @staticmethod
+    def forward(ctx, m0: torch.Tensor, scale: torch.Tensor, degree: torch.Tensor, index: torch.Tensor,
+                dim_size: int) -> torch.Tensor:
+        ctx.save_for_backward(scale, degree, index)
+        ctx.dim_size = dim_size
+        msg = m0.index_select(1, degree) * scale[:, :, None]
+        return msg.new_zeros((dim_size, *msg.shape[1:])).index_add_(0, index, msg)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        scale, degree, index = ctx.saved_tensors
+        n_edges, k = scale.shape
+        lmax = int(degree[-1])
+        dtype = torch.int32 if ctx.dim_size * k < 2**31 else torch.int64
+        e = torch.arange(n_edges, dtype=dtype, device=scale.device)[:, None]
+        firsts = torch.arange(lmax + 1, dtype=dtype, device=scale.device) ** 2     # first row of each degree
+        crow = torch.cat([(e * k + firsts).view(-1), e.new_full((1,), n_edges * k)])
+        col = (index.to(dtype)[:, None] * k + torch.arange(k, dtype=dtype, device=scale.device)).view(-1)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            at = torch.sparse_csr_tensor(crow, col, scale.reshape(-1), (n_edges * (lmax + 1), ctx.dim_size * k),
+                                         check_invariants=False)
+        c = grad.shape[-1]
+        return (at @ grad.contiguous().view(-1, c)).view(n_edges, lmax + 1, c), None, None, None, None
+
+
 class EdgeRotation:
     """The edge-frame maps ``R_e`` ``(K', K)`` of ``E`` edges, stored as their structurally non-zero
     entries ``values`` ``(E, P)`` (in :class:`EdgeFrame`'s entry order: by row, then column).
@@ -373,3 +405,15 @@ class EdgeRotation:
         if weight is not None:
             scale = scale * weight.reshape(-1, 1)
         return m0.index_select(1, f.degree) * scale[:, :, None]
+
+    def back_m0_sum(self, m0: torch.Tensor, index: torch.Tensor, dim_size: int,
+                    weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``scatter_sum(back_m0(m0, weight), index, dim_size)`` ``(dim_size, K, C)``; without gradients to
+        the rotation (and ``weight``) its backward is one CSR product."""
+        if not self.sparse or (weight is not None and weight.requires_grad and torch.is_grad_enabled()):
+            msg = self.back_m0(m0, weight)
+            return msg.new_zeros((dim_size, *msg.shape[1:])).index_add_(0, index, msg)
+        scale = self.values.index_select(1, self.frame.m0_entries)     # (E, K): R[e, ℓ(k), k]
+        if weight is not None:
+            scale = scale * weight.reshape(-1, 1)
+        return _M0Sum.apply(m0, scale, self.frame.degree, index, dim_size)

@@ -104,9 +104,9 @@ class MessageBlock(nn.Module):
         i, j = edge_index
         # edge-frame features as their m blocks (contiguous: no copies between the products)
         x = rot.into_blocks(self.recv(h).index_select(0, i) + self.send(h).index_select(0, j))
-        y, gates = self.conv1.forward_blocks(x, radial)
+        y, gates = self.conv1(x, radial)
         y = gate_blocks(y, gates.view(-1, self.lmax, self.width))
-        y, _ = self.conv2.forward_blocks(y)
+        y, _ = self.conv2(y)
         msg = rot.back_blocks(y, weight)  # weight * back to the global frame, (E, K, C)
         return scatter_sum(msg, i, h.shape[0])
 
@@ -164,8 +164,8 @@ class EdgeDegreeEmbedding(nn.Module):
         """``x0``: ``(n, C)`` element embeddings. Returns ``(n, K, C)``."""
         i, j = edge_index
         m0 = pair_linear(self.lin, x0, i, j, radial, edge_first=True)  # lin([radial, x0_i, x0_j]), per atom
-        msg = rot.back_m0(m0.reshape(-1, self.lmax + 1, self.width), weight)  # only the m=0 rows are filled
-        return scatter_sum(msg, i, x0.shape[0])
+        # back to the global frame (only the m=0 rows are filled) and summed over neighbours
+        return rot.back_m0_sum(m0.reshape(-1, self.lmax + 1, self.width), i, x0.shape[0], weight)
 
 
 class ESEN(ForceFieldModel):

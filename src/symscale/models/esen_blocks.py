@@ -37,7 +37,7 @@ from e3nn import o3
 from torch import nn
 
 from .layers import N_ELEMENTS, SILU_GAIN, init_linear_, scatter_sum
-from .so2 import EdgeRotation, SO2Convolution, SO3Linear, degree_of_rows, frame_rows, gate
+from .so2 import EdgeRotation, SO2Convolution, SO3Linear, degree_of_rows, frame_rows, gate, gate_blocks
 
 FFN_KINDS = ("gated", "spectral", "grid")
 
@@ -87,6 +87,8 @@ class ConcatMessageBlock(nn.Module):
                                     radial_dim=radial_hidden, parity=parity)
         self.conv2 = SO2Convolution(lmax, mmax, hidden, width, parity=parity, gain=SILU_GAIN)
         rows, _ = frame_rows(lmax, mmax)
+        # degree of each edge-frame row: gate_blocks needs no index, but the buffer stays in the state_dict
+        # (the checkpoint layout of earlier versions, which gated with it)
         self.register_buffer("degree", degree_of_rows(lmax)[rows])
         self.lmax, self.hidden = lmax, hidden
 
@@ -95,13 +97,17 @@ class ConcatMessageBlock(nn.Module):
         """``h``: ``(n, K, C)``; ``rot``: the edges' into-frame maps; ``radial``: ``(E, B + 2R)``;
         ``weight``: ``(E, 1, 1)``. Returns the aggregated update ``(n, K, C)``."""
         i, j = edge_index
-        # (E, K', 2C) in the edge frame: R [h_j, h_i] = [R h_j, R h_i] (the rotation acts on each channel);
-        # rotating the halves avoids an (E, K, 2C) concatenation and its strided gradient slices
-        x = torch.cat([rot.into(h.index_select(0, j)), rot.into(h.index_select(0, i))], dim=-1)
+        # the edge-frame features as their m blocks (EdgeRotation.into_blocks: contiguous, read by the SO(2)
+        # convolutions and the gate without copies, splits or concatenations), (E, rows, 2C) each:
+        # R [h_j, h_i] = [R h_j, R h_i] (the rotation acts on each channel); rotating the halves avoids an
+        # (E, K, 2C) concatenation and its strided gradient slices (and two C-column products are faster
+        # than one with 2C)
+        x = [torch.cat(pair, dim=-1) for pair in zip(rot.into_blocks(h.index_select(0, j)),
+                                                      rot.into_blocks(h.index_select(0, i)))]
         y, gates = self.conv1(x, self.radial(radial))
-        y = gate(y, gates.view(-1, self.lmax, self.hidden), self.degree)
+        y = gate_blocks(y, gates.view(-1, self.lmax, self.hidden))
         y, _ = self.conv2(y)
-        msg = rot.back(y, weight)  # weight * back to the global frame, (E, K, C)
+        msg = rot.back_blocks(y, weight)  # weight * back to the global frame, (E, K, C)
         return scatter_sum(msg, i, h.shape[0])
 
 
@@ -118,8 +124,7 @@ class ElementEdgeDegreeEmbedding(nn.Module):
                 weight: torch.Tensor) -> torch.Tensor:
         """``x0``: ``(n, C)`` (only its size is used: the elements are in ``radial``). Returns ``(n, K, C)``."""
         m0 = self.lin(self.radial(radial)).reshape(-1, self.lmax + 1, self.width)
-        msg = rot.back_m0(m0, weight)  # only the m = 0 rows are filled
-        return scatter_sum(msg, edge_index[0], x0.shape[0])
+        return rot.back_m0_sum(m0, edge_index[0], x0.shape[0], weight)  # only the m = 0 rows are filled
 
 
 class SpectralFeedForward(nn.Module):
