@@ -335,7 +335,10 @@ def test_plan_design_hours_budget(tmp_path, capsys):
     # cost what they measured (2000 atoms/s)
     planned = [line.split() for line in text.splitlines() if line.startswith("#   mpnn ")]
     assert planned and {int(p[2]) for p in planned} == {w for w in tokens if w not in (8, 16, 32)}
-    assert 0 < sum(float(p[5]) for p in planned) <= 30 / 3600 * (1 + 1e-9)
+    longer = [line.split()[1:] for line in text.splitlines() if line.startswith("#   longer mpnn ")]
+    # the header rounds each cost to 3 significant digits (<= 0.05 % each): a plan that spends the whole
+    # budget may sum to slightly more than it once rounded
+    assert 0 < sum(float(p[5]) for p in planned + longer) <= 30 / 3600 * (1 + 1e-3)
     assert all(int(p[4]) == tokens[int(p[2])] for p in planned)
     assert "of 30 s" in out.splitlines()[0]
 

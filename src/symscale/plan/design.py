@@ -9,11 +9,12 @@ Steps (``docs/laws.md``, "Planning a study: plan design"):
    τ is taken as at least σ: a handful of runs cannot estimate it -- with 3 widths the law's three N
    parameters absorb every run offset), and the design of the finished runs;
 3. options: new widths on a half-octave grid from 1/8 of the smallest to 4× the largest existing width
-   (parameter counts from the model registry; not where N barely grows with width, :data:`MIN_ELASTICITY`), each at token budgets on a log grid (4 per decade) up to one
-   epoch of the training data; and each finished width trained again for at least :data:`LONGER` times its
-   budget, replacing its runs (the fits keep only the longer run, whose curve contains the shorter one's;
-   not the widths a ``tune:`` sweep is derived from, whose budget sets the sweep's); an option's checkpoints are the study's evaluation points that survive the
-   fits' warm-up drop; its cost is ``seeds × 3κN·tokens`` FLOPs, or in hours ``seeds × tokens ×`` the
+   (parameter counts from the model registry; not where N barely grows with width, :data:`MIN_ELASTICITY`),
+   each at token budgets on a log grid (4 per decade) up to one epoch of the training data; and each
+   finished width trained again for at least :data:`LONGER` times its budget, replacing its runs (the fits
+   keep only the longer run, whose curve contains the shorter one's; not the widths a ``tune:`` sweep is
+   derived from, whose budget sets the sweep's); an option's checkpoints are the study's evaluation points
+   that survive the fits' warm-up drop; its cost is ``seeds × 3κN·tokens`` FLOPs, or in hours ``seeds × tokens ×`` the
    seconds per atom of a timed probe of that width calibrated on the measured runs (:mod:`.probe`);
 4. :func:`.search.greedy` spends the budget; the plan is printed and written as a study file that extends
    the study (:mod:`.extend`): ``symscale study next.yaml`` reuses every finished run.
@@ -121,23 +122,13 @@ def run_design(data) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return np.array(Ns), search.padded(rows), which
 
 
-def _budget(run: dict, D: np.ndarray) -> float:
-    """A finished run's token budget: its recorded budget, else its configured one, else its last checkpoint."""
-    import json
-
-    try:
-        configured = (json.loads(run.get("config") or "{}") or {}).get("tokens")
-    except (TypeError, ValueError, AttributeError):
-        configured = None
-    return float(max(run.get("budget_tokens") or 0, run.get("tokens") or 0, configured or 0,
-                     float(D.max()) if D.size else 0.0))
-
-
 def longer_options(group: str, data, runs: dict[str, dict], sizes: dict[int, float], tokens: list[int],
                    checkpoints, cost, fixed: set[int]) -> list[search.Option]:
     """Options that train a finished width again for longer (step 3): for each width of ``sizes`` (not in
     ``fixed``) whose runs in ``data`` all completed, every budget of ``tokens`` at least :data:`LONGER` times
     the width's current budget; ``runs`` maps run ids to their store rows (``width``, ``budget_tokens``)."""
+    from ..study.store import run_budget
+
     _, _, which = run_design(data)
     rows: dict[int, list[int]] = {}
     for k, r in enumerate(which):
@@ -149,7 +140,8 @@ def longer_options(group: str, data, runs: dict[str, dict], sizes: dict[int, flo
         names = [data.run_names[which[k]] for k in ks]
         if w in fixed or w not in sizes or any(runs[n]["status"] != "completed" for n in names):
             continue
-        done = max(_budget(runs[n], data.D[data.run == which[k]]) for n, k in zip(names, ks))
+        done = max(max(run_budget(runs[n]), float(data.D[data.run == which[k]].max()))  # a run has >= 1 point
+                   for n, k in zip(names, ks))
         out += [search.Option(group, w, float(sizes[w]), int(T), float(cost(sizes[w], T)), tuple(checkpoints(T)),
                               tuple(ks)) for T in tokens if T >= LONGER * done]
     return out
@@ -307,10 +299,8 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
     """Per architecture entry with a fitted law: its :class:`~.search.GroupModel` and options (token budgets
     up to ``max_tokens``, default one epoch of the study's training split)."""
     from ..laws import drop_warmup
-    from ..study.store import load_groups
+    from ..study.store import Store, load_groups
     from .source import group_laws, load_fit
-
-    from ..study.store import Store
 
     cfg = study.cfg
     laws = group_laws(load_fit(study.dir), where=str(study.dir))

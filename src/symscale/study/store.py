@@ -242,8 +242,9 @@ def load_groups(study_dir: str | Path, run_ids: Iterable[str] | None = None, los
     if not rows:
         raise DataError(f"{Path(study_dir) / DB_NAME}: no group has evaluation points from two or more runs")
     groups = assemble(rows, kappas, status, str(Path(study_dir) / DB_NAME), True)
+    group_of = {run["id"]: run["grp"] for run in runs}
     for short, long in sorted(longer.items()):
-        g = next((store_run["grp"] for store_run in runs if store_run["id"] == short), None)
+        g = group_of[short]
         if g in groups:
             note = f"run {short} left out: its training is the start of run {long} (same settings and seed, longer budget)"
             groups[g] = replace(groups[g], notes=groups[g].notes + (note,))
@@ -253,6 +254,17 @@ def load_groups(study_dir: str | Path, run_ids: Iterable[str] | None = None, los
 #: run settings that do not change the training trajectory up to a run's end (its length, where it is
 #: evaluated, where it is written, how batches are prefetched, whether it is compiled)
 _LENGTH_KEYS = ("tokens", "epochs", "evaluation", "name", "out", "loader_workers", "compile")
+
+
+def run_budget(run: dict) -> int:
+    """A store row's token budget: its configured ``tokens``, else the recorded ``budget_tokens``, else the
+    tokens it has seen (0 when none is known)."""
+    try:
+        cfg = json.loads(run.get("config") or "{}")
+    except (TypeError, ValueError):
+        cfg = None
+    configured = cfg.get("tokens") if isinstance(cfg, dict) else None
+    return int(configured or run.get("budget_tokens") or run.get("tokens") or 0)
 
 
 def superseded(runs: list[dict]) -> dict[str, str]:
@@ -277,8 +289,7 @@ def superseded(runs: list[dict]) -> dict[str, str]:
             continue
         settings = {k: v for k, v in cfg.items() if k not in _LENGTH_KEYS}
         key = json.dumps([run["grp"], run["width"], run["seed"], settings], sort_keys=True)
-        budget = cfg.get("tokens") or run["budget_tokens"] or run["tokens"] or 0
-        by_key.setdefault(key, []).append((budget, run["tokens"] or 0, run["id"]))
+        by_key.setdefault(key, []).append((run_budget(run), run["tokens"] or 0, run["id"]))
     out = {}
     for same in by_key.values():
         same.sort()
