@@ -168,7 +168,22 @@ def test_collinear_molecule_forces_finite():
 
 @pytest.mark.parametrize("opts", [{"body_order": 5}, {"triplet_cutoff": 6.0}, {"quadruplet_cutoff": 0.0},
                                   {"quadruplet_cutoff": 4.5},
-                                  {"num_layers": 0}, {"max_neighbors": 0}])
+                                  {"num_layers": 0}, {"max_neighbors": 0}, {"many_body_floor": 0},
+                                  {"many_body_floor": 2.5}, {"triplet_dim": 0}])
 def test_bad_options_are_config_errors(opts):
     with pytest.raises(ConfigError, match="gemnet"):
         build("gemnet", 8, **opts)
+
+
+def test_many_body_floor_makes_parameters_scale_with_width():
+    """The default floor (16) fixes the many-body maps below width 64, so N barely grows there; floor 1
+    lets every map follow the width (d log N / d log w >= 0.8 from width 1), and both agree from width 64."""
+    def n(w, **o):
+        return count_parameters(build("gemnet", w, **o))
+
+    assert n(4) == n(4, many_body_floor=16)                      # the default is floor 16
+    assert np.log2(n(2) / n(1)) < 0.2                             # default: N almost constant at small widths
+    for w in (1, 2, 4, 8):
+        assert np.log2(n(2 * w, many_body_floor=1) / n(w, many_body_floor=1)) >= 0.8
+    assert n(1, many_body_floor=1) < n(1) / 10
+    assert n(64, many_body_floor=1) == n(64)

@@ -60,8 +60,12 @@ OPTIONS: dict[str, tuple[object, str]] = {
     "num_radial": (16, "Bessel radial basis functions"),
     "num_spherical": (7, "Legendre polynomials P_0..P_{n-1} of the triplet angle"),
     "num_dihedral": (3, "dihedral harmonics m=1..n of (sin_j sin_k)^m cos(m phi)"),
-    "triplet_dim": (None, "down-projected triplet message size; None = max(16, width // 4)"),
-    "quadruplet_dim": (None, "down-projected quadruplet message size; None = max(8, width // 8)"),
+    "triplet_dim": (None, "down-projected triplet message size; None = max(many_body_floor, width // 4)"),
+    "quadruplet_dim": (None, "down-projected quadruplet message size; None = max(many_body_floor // 2, "
+                             "width // 8, 1)"),
+    "many_body_floor": (16, "smallest default triplet_dim (quadruplet_dim: half of it): 16 keeps small widths "
+                            "expressive but fixes ~2.8k parameters per block, so N barely grows below width "
+                            "64; 1-2 makes every many-body map scale with the width (scaling studies)"),
     "max_neighbors": (None, "keep only the nearest n edges per atom in triplet/quadruplet sub-graphs "
                             "(None = all; a cap makes the energy non-smooth where the ranking changes)"),
 }
@@ -171,14 +175,15 @@ class GemNet(ForceFieldModel):
     Args:
         width: atom and edge embedding width (the scaling knob; the paper uses 32..320).
         forces, cutoff, triplet_cutoff, quadruplet_cutoff, body_order, num_layers, num_radial,
-        num_spherical, num_dihedral, triplet_dim, quadruplet_dim, max_neighbors: see :data:`OPTIONS`.
+        num_spherical, num_dihedral, triplet_dim, quadruplet_dim, many_body_floor, max_neighbors: see
+        :data:`OPTIONS`.
     """
 
     def __init__(self, width: int, forces: str = "direct", cutoff: float = 5.0,
                  triplet_cutoff: float = 4.0, quadruplet_cutoff: float = 3.0, body_order: int = 4,
                  num_layers: int = 4, num_radial: int = 16, num_spherical: int = 7, num_dihedral: int = 3,
                  triplet_dim: int | None = None, quadruplet_dim: int | None = None,
-                 max_neighbors: int | None = None):
+                 many_body_floor: int = 16, max_neighbors: int | None = None):
         super().__init__(forces=forces, cutoff=cutoff)
         _check(width > 0, "width", width, "must be positive")
         _check(body_order in (3, 4), "body_order", body_order, "must be 3 or 4")
@@ -188,6 +193,10 @@ class GemNet(ForceFieldModel):
         for name, val in (("num_layers", num_layers), ("num_radial", num_radial),
                           ("num_spherical", num_spherical), ("num_dihedral", num_dihedral)):
             _check(int(val) == val and val >= 1, name, val, "must be a positive integer")
+        for name, val in (("triplet_dim", triplet_dim), ("quadruplet_dim", quadruplet_dim)):
+            _check(val is None or (_is_int(val) and val >= 1), name, val, "must be None or a positive integer")
+        _check(_is_int(many_body_floor) and many_body_floor >= 1, "many_body_floor", many_body_floor,
+               "must be a positive integer")
         _check(max_neighbors is None or max_neighbors >= 1, "max_neighbors", max_neighbors,
                "must be None or >= 1")
         self.width = int(width)
@@ -197,8 +206,9 @@ class GemNet(ForceFieldModel):
         self.num_spherical = int(num_spherical)
         self.num_dihedral = int(num_dihedral)
         self.max_neighbors = max_neighbors
-        trip_dim = int(triplet_dim or max(16, width // 4))
-        quad_dim = int(quadruplet_dim or max(8, width // 8))
+        floor = int(many_body_floor)
+        trip_dim = int(triplet_dim or max(floor, width // 4))
+        quad_dim = int(quadruplet_dim or max(floor // 2, width // 8, 1))
         quads = self.body_order == 4
 
         self.rbf = BesselBasis(cutoff, num_radial)
@@ -285,6 +295,10 @@ def edge_forces_to_atoms(f: torch.Tensor, vec: torch.Tensor, dist: torch.Tensor,
 def _soft_degree(weight: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """``1 / sqrt(1 + sum of weights per bin)``: a normalisation that is smooth in the weights."""
     return torch.rsqrt(1.0 + scatter_sum(weight, index, size))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check(ok: bool, name: str, value: object, what: str) -> None:
