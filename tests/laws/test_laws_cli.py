@@ -63,6 +63,18 @@ def test_drop_warmup_uses_each_runs_tokens(groups):
         assert (kept.run == i).sum() == np.count_nonzero(d >= 0.05 * d.max())
 
 
+def test_drop_tokens_drops_an_absolute_transient(groups):
+    """``tokens`` cuts every run at the same atom count, whatever its budget; a run shorter than it vanishes."""
+    g = groups[0]
+    cut = float(np.median(g.D))
+    kept = drop_warmup(g, 0.05, cut)
+    assert kept.n_points == np.count_nonzero((g.D >= cut) & (g.D >= 0.05 * np.array(
+        [g.D[g.run == r].max() for r in g.run])))
+    assert kept.D.min() >= cut
+    assert drop_warmup(g, 0.05, 0.0).n_points == drop_warmup(g, 0.05).n_points
+    assert drop_warmup(g, 0.0, float(g.D.max()) * 2).n_points == 0
+
+
 def test_study_reader_and_divergence(tmp_path, groups):
     root = write_study(tmp_path / "study", groups, diverge="mpnn-1")
     data = load_study(root)
@@ -111,6 +123,8 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1
     assert main(["fit", str(bad), "--group-col", "arch", "--drop-fraction", "1.5"]) == 2
     assert "--drop-fraction" in capsys.readouterr().err
+    assert main(["fit", str(bad), "--group-col", "arch", "--drop-tokens", "-1"]) == 2
+    assert "--drop-tokens must be >= 0" in capsys.readouterr().err
 
 
 def test_fit_csv_end_to_end(tmp_path, groups, capsys):

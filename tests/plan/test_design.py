@@ -202,6 +202,12 @@ def test_grids():
     ck = design.fitted_checkpoints(20000, 12, None, 200, 0.05)
     assert ck[-1] == 20000 and min(ck) >= 1000
     assert pilot.pilot_widths([4, 16]) == [4, 8, 16] and pilot.pilot_widths([8]) == [8, 16, 32]
+    # report.drop_tokens: the fits keep no checkpoint before it, so a budget below it is not an option
+    ck = design.fitted_checkpoints(20000, 12, None, 200, 0.05, 5000)
+    assert min(ck) >= 5000 and ck[-1] == 20000
+    ckpts = lambda T: design.fitted_checkpoints(T, 12, None, 200, 0.05, 5000)  # noqa: E731
+    opts = design.make_options("g", {8: 1e3}, [4000, 20000], ckpts, lambda N, T: 1.0)
+    assert [o.tokens for o in opts] == [20000]
     assert pilot.pilot_path(Path("a/next.yaml")) == Path("a/next.pilot.yaml")
 
 

@@ -25,7 +25,7 @@ __all__ = ["GroupAnalysis", "GroupData", "analyse", "analyse_group", "drop_warmu
 
 
 def load(source: str | Path, *, csv: dict | None = None, loss_key: str = "loss",
-         drop_fraction: float = 0.05) -> dict[str, GroupData]:
+         drop_fraction: float = 0.05, drop_tokens: float = 0.0) -> dict[str, GroupData]:
     """Checkpoints per group from a study directory or a ``.csv`` file, minus each run's first tokens.
 
     Args:
@@ -34,6 +34,7 @@ def load(source: str | Path, *, csv: dict | None = None, loss_key: str = "loss",
         csv: keyword arguments of :func:`load_csv` (column names) for a CSV source.
         loss_key: the ``metrics.jsonl`` key fitted for a study directory.
         drop_fraction: each run's checkpoints before this fraction of its final token count are dropped.
+        drop_tokens: checkpoints before this many atoms are dropped too (see :func:`drop_warmup`).
     """
     source = Path(source)
     if (source.is_file() and source.suffix == ".db") or (source / "study.db").is_file():
@@ -44,7 +45,7 @@ def load(source: str | Path, *, csv: dict | None = None, loss_key: str = "loss",
         groups = load_study(source, loss_key=loss_key)
     else:
         groups = load_csv(source, **(csv or {}))
-    return {name: drop_warmup(g, drop_fraction) for name, g in groups.items()}
+    return {name: drop_warmup(g, drop_fraction, drop_tokens) for name, g in groups.items()}
 
 
 def _clean(obj):

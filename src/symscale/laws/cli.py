@@ -38,6 +38,8 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--loss-key", default="loss", help="metrics.jsonl key fitted for a study directory [loss]")
     s.add_argument("--drop-fraction", type=float, default=0.05,
                    help="drop each run's checkpoints before this fraction of its tokens [0.05]")
+    s.add_argument("--drop-tokens", type=float, default=0.0,
+                   help="drop every checkpoint before this many atoms (a start-up transient) [0]")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of whole runs [1000]")
     s.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed [0]")
     s.add_argument("--huber-delta", type=float, default=1e-3, help="Huber threshold on log residuals [1e-3]")
@@ -68,6 +70,8 @@ def _settings(args) -> dict:
         raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if not 0.0 <= args.drop_fraction < 1.0:
         raise ConfigError(f"--drop-fraction must be in [0, 1), got {args.drop_fraction}")
+    if not args.drop_tokens >= 0.0:
+        raise ConfigError(f"--drop-tokens must be >= 0, got {args.drop_tokens}")
     if not 0.0 < args.holdout < 1.0:
         raise ConfigError(f"--holdout must be in (0, 1), got {args.holdout}")
     if args.jobs < 1:
@@ -75,7 +79,7 @@ def _settings(args) -> dict:
     if not args.huber_delta > 0:
         raise ConfigError(f"--huber-delta must be > 0, got {args.huber_delta}")
     return {"input": str(args.input), "loss": args.loss_key if Path(args.input).is_dir() else args.loss_col,
-            "drop_fraction": args.drop_fraction, "bootstrap": args.bootstrap, "seed": args.seed,
+            "drop_fraction": args.drop_fraction, "drop_tokens": args.drop_tokens, "bootstrap": args.bootstrap, "seed": args.seed,
             "huber_delta": args.huber_delta, "holdout": args.holdout}
 
 
@@ -83,7 +87,8 @@ def _run_fit(args):
     settings = _settings(args)
     csv_opts = dict(group_col=args.group_col, run_col=args.run_col, n_col=args.n_col, d_col=args.d_col,
                     c_col=args.c_col, time_col=args.time_col, loss_col=args.loss_col, kappa_col=args.kappa_col)
-    groups = load(args.input, csv=csv_opts, loss_key=args.loss_key, drop_fraction=args.drop_fraction)
+    groups = load(args.input, csv=csv_opts, loss_key=args.loss_key, drop_fraction=args.drop_fraction,
+                  drop_tokens=args.drop_tokens)
     results = analyse(groups, n_boot=args.bootstrap, seed=args.seed, delta=args.huber_delta, holdout=args.holdout,
                       jobs=args.jobs)
     return results, to_json(results, settings)

@@ -68,13 +68,18 @@ class GroupData:
                        H=None if self.H is None else self.H[mask], loss=self.loss[mask])
 
 
-def drop_warmup(group: GroupData, fraction: float) -> GroupData:
-    """Drop each run's checkpoints seen before ``fraction`` of that run's final token count."""
+def drop_warmup(group: GroupData, fraction: float, tokens: float = 0.0) -> GroupData:
+    """Drop each run's checkpoints seen before ``fraction`` of that run's final token count, and every
+    checkpoint before ``tokens`` atoms (an absolute start-up transient: with a constant learning rate the
+    first atoms of a run are the same whatever its budget, so their length is not a fraction of it). A run
+    shorter than ``tokens`` loses all its checkpoints."""
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"--drop-fraction must be in [0, 1), got {fraction}")
+    if not tokens >= 0.0:
+        raise DataError(f"--drop-tokens must be >= 0, got {tokens}")
     d_max = np.zeros(group.n_runs)
     np.maximum.at(d_max, group.run, group.D)
-    return group.take(group.D >= fraction * d_max[group.run])
+    return group.take((group.D >= fraction * d_max[group.run]) & (group.D >= tokens))
 
 
 def _number(text, where: str, column: str) -> float:

@@ -46,7 +46,7 @@ MIN_ELASTICITY = 0.5
 
 
 def fitted_checkpoints(tokens: int, points: int, first_tokens: int | None, batch_tokens: int,
-                       drop_fraction: float) -> tuple[float, ...]:
+                       drop_fraction: float, drop_tokens: float = 0.0) -> tuple[float, ...]:
     """Token counts of a run's evaluations that the fits keep (as :mod:`symscale.train.run` schedules them:
     ``points`` log-spaced from ``first_tokens``, default max(budget/1000, one batch), minus the warm-up
     drop of :func:`symscale.laws.drop_warmup`)."""
@@ -54,7 +54,7 @@ def fitted_checkpoints(tokens: int, points: int, first_tokens: int | None, batch
 
     first = first_tokens or max(1, tokens // 1000, batch_tokens)
     d = np.array(evaluation_points(int(tokens), points, first), dtype=float)
-    return tuple(float(x) for x in d[d >= drop_fraction * d[-1]])
+    return tuple(float(x) for x in d[(d >= drop_fraction * d[-1]) & (d >= drop_tokens)])
 
 
 def token_grid(max_tokens: int, batch_tokens: int) -> list[int]:
@@ -104,9 +104,10 @@ def size_elasticity(family: str, sizes: dict[int, int], options: dict) -> dict[i
 
 
 def make_options(group: str, sizes: dict[int, float], tokens: list[int], checkpoints, cost) -> list[search.Option]:
-    """Every (width, token budget) option of a group; ``checkpoints(T)`` and ``cost(N, T)`` as in step 3."""
+    """Every (width, token budget) option of a group; ``checkpoints(T)`` and ``cost(N, T)`` as in step 3.
+    Budgets whose every checkpoint the fits drop (``report: drop_tokens`` past the budget) are not offered."""
     return [search.Option(group, int(w), float(N), int(T), float(cost(N, T)), tuple(checkpoints(T)))
-            for w, N in sorted(sizes.items()) for T in tokens]
+            for w, N in sorted(sizes.items()) for T in tokens if checkpoints(T)]
 
 
 def run_design(data) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -143,7 +144,7 @@ def longer_options(group: str, data, runs: dict[str, dict], sizes: dict[int, flo
         done = max(max(run_budget(runs[n]), float(data.D[data.run == which[k]].max()))  # a run has >= 1 point
                    for n, k in zip(names, ks))
         out += [search.Option(group, w, float(sizes[w]), int(T), float(cost(sizes[w], T)), tuple(checkpoints(T)),
-                              tuple(ks)) for T in tokens if T >= LONGER * done]
+                              tuple(ks)) for T in tokens if T >= LONGER * done and checkpoints(T)]
     return out
 
 
@@ -304,7 +305,7 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
 
     cfg = study.cfg
     laws = group_laws(load_fit(study.dir), where=str(study.dir))
-    data = {n: drop_warmup(g, cfg.report.drop_fraction) for n, g in load_groups(study.dir, study.run_ids()).items()}
+    data = {n: drop_warmup(g, cfg.report.drop_fraction, cfg.report.drop_tokens) for n, g in load_groups(study.dir, study.run_ids()).items()}
     with Store(study.dir, create=False) as store:
         runs = {r["id"]: r for r in store.runs(study.run_ids())}
     copies = len(cfg.seeds)
@@ -340,7 +341,7 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
             probed = probe_widths(arch.family, sorted(set(sizes) | set(arch.widths)), model_options,
                                   reference_batch(cutoff=cfg.data.cutoff))
         ckpts = lambda T: fitted_checkpoints(T, ev.points, ev.first_tokens, batch_tokens,  # noqa: E731
-                                             cfg.report.drop_fraction)
+                                             cfg.report.drop_fraction, cfg.report.drop_tokens)
         cost = budget.cost_fn(law, copies, probed)
         fixed = {arch.base_width or arch.widths[0], arch.check_width} if cfg.tune is not None else set()
         finished = parameter_counts(arch.family, arch.widths, model_options)

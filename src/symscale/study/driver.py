@@ -322,7 +322,7 @@ def write_study_report(study_dir: Path, run_ids: list[str], cfg: StudyConfig, qu
     from .tune_report import read_tune, tune_section
 
     r = cfg.report
-    groups = {name: drop_warmup(g, r.drop_fraction) for name, g in load_groups(study_dir, run_ids).items()}
+    groups = {name: drop_warmup(g, r.drop_fraction, r.drop_tokens) for name, g in load_groups(study_dir, run_ids).items()}
     results = analyse(groups, n_boot=r.bootstrap, seed=r.seed, holdout=r.holdout)
     doc = to_json(results, {"input": str(study_dir / "study.db"), "loss": "loss", "study": cfg.name,
                             **r.model_dump(mode="json")})

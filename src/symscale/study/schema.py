@@ -162,6 +162,7 @@ class ReportSpec(_Strict):
 
     bootstrap: int = Field(1000, ge=0)
     drop_fraction: float = Field(0.05, ge=0, lt=1)
+    drop_tokens: float = Field(0.0, ge=0)
     holdout: float = Field(0.2, gt=0, lt=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
