@@ -7,8 +7,8 @@
   When the rotation needs no gradient (direct forces), it multiplies by one block-sparse CSR matrix over all
   edges (one SpMM each way, forward and backward) instead of ``E`` tiny dense matrices: a batched matmul of
   ``(19 × 25)`` blocks spends most of its time per matrix, and only 115 of their 475 entries are non-zero
-  (ℓ ≤ 4, |m| ≤ 2). With a gradient (conservative forces), it uses dense batched matmuls, which autograd
-  differentiates twice.
+  (ℓ ≤ 4, |m| ≤ 2). The products and their backward passes are in :mod:`~symscale.models.sparse_matmul`.
+  With a gradient (conservative forces), it uses dense batched matmuls, which autograd differentiates twice.
 
 Row layouts: node features in e3nn order (row ``ℓ² + ℓ + m``), edge-frame features in the m-major order of
 :func:`frame_rows`.
@@ -22,7 +22,8 @@ import warnings
 import torch
 from e3nn import o3
 from torch import nn
-from torch.autograd.function import once_differentiable
+
+from .sparse_matmul import M0Sum, PairSparseMatmul, SparseMatmul
 
 
 def degree_of_rows(lmax: int) -> torch.Tensor:
@@ -231,52 +232,6 @@ class EdgeFrame(nn.Module):
         return self.rotation(u).dense
 
 
-class _SparseMatmul(torch.autograd.Function):
-    """``y = A x`` for a constant CSR matrix ``A`` (its transpose ``At`` given) and a dense ``x`` ``(N, C)``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, a: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        ctx.at = at
-        return a @ x
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        return ctx.at @ grad.contiguous(), None, None
-
-
-class _M0Sum(torch.autograd.Function):
-    """``out[index_e, k] += scale[e, k] m0[e, ℓ(k)]`` (``m0`` ``(E, L+1, C)``, ``scale`` ``(E, K)`` constant);
-    backward by one CSR product with ``E K`` non-zeros (the gradient of the per-degree ``index_select`` would be
-    an ``index_add`` along rows: ~10× slower)."""
-
-    @staticmethod
-    def forward(ctx, m0: torch.Tensor, scale: torch.Tensor, degree: torch.Tensor, index: torch.Tensor,
-                dim_size: int) -> torch.Tensor:
-        ctx.save_for_backward(scale, degree, index)
-        ctx.dim_size = dim_size
-        msg = m0.index_select(1, degree) * scale[:, :, None]
-        return msg.new_zeros((dim_size, *msg.shape[1:])).index_add_(0, index, msg)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        scale, degree, index = ctx.saved_tensors
-        n_edges, k = scale.shape
-        lmax = int(degree[-1])
-        dtype = torch.int32 if ctx.dim_size * k < 2**31 else torch.int64
-        e = torch.arange(n_edges, dtype=dtype, device=scale.device)[:, None]
-        firsts = torch.arange(lmax + 1, dtype=dtype, device=scale.device) ** 2     # first row of each degree
-        crow = torch.cat([(e * k + firsts).view(-1), e.new_full((1,), n_edges * k)])
-        col = (index.to(dtype)[:, None] * k + torch.arange(k, dtype=dtype, device=scale.device)).view(-1)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            at = torch.sparse_csr_tensor(crow, col, scale.reshape(-1), (n_edges * (lmax + 1), ctx.dim_size * k),
-                                         check_invariants=False)
-        c = grad.shape[-1]
-        return (at @ grad.contiguous().view(-1, c)).view(n_edges, lmax + 1, c), None, None, None, None
-
-
 class EdgeRotation:
     """The edge-frame maps ``R_e`` ``(K', K)`` of ``E`` edges, stored as their structurally non-zero
     entries ``values`` ``(E, P)`` (in :class:`EdgeFrame`'s entry order: by row, then column).
@@ -367,26 +322,40 @@ class EdgeRotation:
         if False not in self._csr:
             self._csr[False] = self._matrices(self.values)
         c = x.shape[-1]
-        return _SparseMatmul.apply(x.contiguous().view(-1, c), *self._csr[False]).view(-1, self.k_frame, c)
+        return SparseMatmul.apply(x.contiguous().view(-1, c), *self._csr[False]).view(-1, self.k_frame, c)
 
     def back(self, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``(E, K', C)`` edge-frame features -> ``(E, K, C)`` node order, times ``weight`` ``(E, 1, 1)``."""
         if not self.sparse:
             return torch.bmm(self.dense.transpose(1, 2), y if weight is None else y * weight)
         c = y.shape[-1]
-        return _SparseMatmul.apply(y.contiguous().view(-1, c), *self._weighted(weight, False)).view(-1, self.k, c)
+        return SparseMatmul.apply(y.contiguous().view(-1, c), *self._weighted(weight, False)).view(-1, self.k, c)
 
-    def into_blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def into_blocks(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
         """:meth:`into` as the blocks of :attr:`EdgeFrame.block_rows` (the ``m = 0`` rows, then the ``+m, −m``
         rows of each ``m``): ``[(E, rows_b, C)]``. On the sparse path the product is written block after
-        block, so each block is contiguous and the SO(2) convolution reads it without a copy."""
+        block, so each block is contiguous and the SO(2) convolution reads it without a copy.
+
+        ``x`` may be a pair ``(x1, x2)`` of ``(E, K, C)`` features: the blocks of their channel concatenation
+        ``[x1, x2]``, ``[(E, rows_b, 2C)]`` (``R [x1, x2] = [R x1, R x2]``). On the sparse path both products
+        write into the halves of one tensor (:class:`~symscale.models.sparse_matmul.PairSparseMatmul`): no
+        concatenation, forward or backward."""
         f = self.frame
+        pair = isinstance(x, (tuple, list))
         if not self.sparse:
+            if pair:
+                return [torch.cat(b, dim=-1) for b in zip(self.into_blocks(x[0]), self.into_blocks(x[1]))]
             return list(torch.split(torch.bmm(self.dense, x), f.block_rows, dim=1))
         if True not in self._csr:
             self._csr[True] = self._matrices(self.values, blocks=True)
-        c, n = x.shape[-1], self.n_edges
-        out = _SparseMatmul.apply(x.contiguous().view(-1, c), *self._csr[True])
+        n = self.n_edges
+        if pair:
+            c = x[0].shape[-1]
+            out = PairSparseMatmul.apply(*(v.contiguous().view(-1, c) for v in x), *self._csr[True])
+        else:
+            c = x.shape[-1]
+            out = SparseMatmul.apply(x.contiguous().view(-1, c), *self._csr[True])
+        c = out.shape[-1]
         return [y.view(n, rows, c) for y, rows in zip(out.split([n * r for r in f.block_rows]), f.block_rows)]
 
     def back_blocks(self, ys: list[torch.Tensor], weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -395,7 +364,7 @@ class EdgeRotation:
             return self.back(torch.cat(ys, dim=1), weight)
         c = ys[0].shape[-1]
         y = torch.cat([y.reshape(-1, c) for y in ys])  # block-major (E K', C)
-        return _SparseMatmul.apply(y, *self._weighted(weight, True)).view(-1, self.k, c)
+        return SparseMatmul.apply(y, *self._weighted(weight, True)).view(-1, self.k, c)
 
     def back_m0(self, m0: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``back`` of edge-frame features that are zero outside the ``m = 0`` rows: ``m0`` ``(E, lmax+1, C)``
@@ -416,4 +385,4 @@ class EdgeRotation:
         scale = self.values.index_select(1, self.frame.m0_entries)     # (E, K): R[e, ℓ(k), k]
         if weight is not None:
             scale = scale * weight.reshape(-1, 1)
-        return _M0Sum.apply(m0, scale, self.frame.degree, index, dim_size)
+        return M0Sum.apply(m0, scale, self.frame.degree, index, dim_size)

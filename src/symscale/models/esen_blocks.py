@@ -97,13 +97,12 @@ class ConcatMessageBlock(nn.Module):
         """``h``: ``(n, K, C)``; ``rot``: the edges' into-frame maps; ``radial``: ``(E, B + 2R)``;
         ``weight``: ``(E, 1, 1)``. Returns the aggregated update ``(n, K, C)``."""
         i, j = edge_index
-        # the edge-frame features as their m blocks (EdgeRotation.into_blocks: contiguous, read by the SO(2)
-        # convolutions and the gate without copies, splits or concatenations), (E, rows, 2C) each:
-        # R [h_j, h_i] = [R h_j, R h_i] (the rotation acts on each channel); rotating the halves avoids an
-        # (E, K, 2C) concatenation and its strided gradient slices (and two C-column products are faster
-        # than one with 2C)
-        x = [torch.cat(pair, dim=-1) for pair in zip(rot.into_blocks(h.index_select(0, j)),
-                                                      rot.into_blocks(h.index_select(0, i)))]
+        # the edge-frame features as their m blocks (EdgeRotation.into_blocks of the pair: contiguous, read by
+        # the SO(2) convolutions and the gate without copies, splits or concatenations), (E, rows, 2C) each:
+        # R [h_j, h_i] = [R h_j, R h_i] (the rotation acts on each channel); rotating the halves, each written
+        # into its half of one tensor, avoids any (E, ·, 2C) concatenation and its strided gradient slices
+        # (and two C-column products are faster than one with 2C)
+        x = rot.into_blocks((h.index_select(0, j), h.index_select(0, i)))
         y, gates = self.conv1(x, self.radial(radial))
         y = gate_blocks(y, gates.view(-1, self.lmax, self.hidden))
         y, _ = self.conv2(y)
