@@ -20,6 +20,8 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
+from .sparse_matmul import spmm
+
 
 def term_layout(basis: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, n_edges: int, n_table: int,
                 table: tuple[torch.Tensor, torch.Tensor] | None = None, fused: bool = True) -> dict | None:
@@ -98,7 +100,7 @@ def _transposed_gather(index: torch.Tensor, position: torch.Tensor, n_rows: int,
 
 
 class _GatherRows(torch.autograd.Function):
-    """``x.index_select(0, index)`` whose backward is the sparse matmul ``index_t @ grad``."""
+    """``x.index_select(0, index)`` whose backward is the sparse matmul ``index_t @ grad`` (:func:`spmm`)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, index: torch.Tensor, index_t: torch.Tensor) -> torch.Tensor:
@@ -108,7 +110,7 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        return ctx.index_t @ grad.contiguous(), None, None
+        return spmm(ctx.index_t, grad.contiguous()), None, None
 
 
 def table_rows(x: torch.Tensor, gate: torch.Tensor, terms: dict) -> torch.Tensor:
@@ -146,7 +148,7 @@ class _Aggregate(torch.autograd.Function):
             r, k = basis.shape[0], basis.shape[2]
             torch.bmm(basis.transpose(1, 2), grad[r0:r0 + r], out=grad_y[s0:s0 + size].view(r, k, d))
             r0, s0 = r0 + r, s0 + size
-        return terms["gather_t"] @ grad_y, None
+        return spmm(terms["gather_t"], grad_y), None
 
 
 def aggregate(table: torch.Tensor, terms: dict) -> torch.Tensor:
