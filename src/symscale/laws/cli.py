@@ -79,8 +79,8 @@ def _settings(args) -> dict:
     if not args.huber_delta > 0:
         raise ConfigError(f"--huber-delta must be > 0, got {args.huber_delta}")
     return {"input": str(args.input), "loss": args.loss_key if Path(args.input).is_dir() else args.loss_col,
-            "drop_fraction": args.drop_fraction, "drop_tokens": args.drop_tokens, "bootstrap": args.bootstrap, "seed": args.seed,
-            "huber_delta": args.huber_delta, "holdout": args.holdout}
+            "drop_fraction": args.drop_fraction, "drop_tokens": args.drop_tokens, "bootstrap": args.bootstrap,
+            "seed": args.seed, "huber_delta": args.huber_delta, "holdout": args.holdout}
 
 
 def _run_fit(args):

@@ -369,11 +369,12 @@ class EdgeRotation:
     def back_m0(self, m0: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``back`` of edge-frame features that are zero outside the ``m = 0`` rows: ``m0`` ``(E, lmax+1, C)``
         (one row per degree) -> ``(E, K, C)``; elementwise, as each node row has one ``m = 0`` entry."""
-        f = self.frame
-        scale = self.values.index_select(1, f.m0_entries)             # (E, K): R[e, ℓ(k), k]
-        if weight is not None:
-            scale = scale * weight.reshape(-1, 1)
-        return m0.index_select(1, f.degree) * scale[:, :, None]
+        return m0.index_select(1, self.frame.degree) * self._m0_scale(weight)[:, :, None]
+
+    def _m0_scale(self, weight: torch.Tensor | None) -> torch.Tensor:
+        """``(E, K)``: ``R[e, ℓ(k), k]`` (the ``m = 0`` entry of each node row), times ``weight`` ``(E, 1, 1)``."""
+        scale = self.values.index_select(1, self.frame.m0_entries)
+        return scale if weight is None else scale * weight.reshape(-1, 1)
 
     def back_m0_sum(self, m0: torch.Tensor, index: torch.Tensor, dim_size: int,
                     weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -382,7 +383,4 @@ class EdgeRotation:
         if not self.sparse or (weight is not None and weight.requires_grad and torch.is_grad_enabled()):
             msg = self.back_m0(m0, weight)
             return msg.new_zeros((dim_size, *msg.shape[1:])).index_add_(0, index, msg)
-        scale = self.values.index_select(1, self.frame.m0_entries)     # (E, K): R[e, ℓ(k), k]
-        if weight is not None:
-            scale = scale * weight.reshape(-1, 1)
-        return M0Sum.apply(m0, scale, self.frame.degree, index, dim_size)
+        return M0Sum.apply(m0, self._m0_scale(weight), self.frame.degree, index, dim_size)

@@ -106,8 +106,9 @@ def size_elasticity(family: str, sizes: dict[int, int], options: dict) -> dict[i
 def make_options(group: str, sizes: dict[int, float], tokens: list[int], checkpoints, cost) -> list[search.Option]:
     """Every (width, token budget) option of a group; ``checkpoints(T)`` and ``cost(N, T)`` as in step 3.
     Budgets whose every checkpoint the fits drop (``report: drop_tokens`` past the budget) are not offered."""
-    return [search.Option(group, int(w), float(N), int(T), float(cost(N, T)), tuple(checkpoints(T)))
-            for w, N in sorted(sizes.items()) for T in tokens if checkpoints(T)]
+    kept = {T: tuple(checkpoints(T)) for T in tokens}
+    return [search.Option(group, int(w), float(N), int(T), float(cost(N, T)), kept[T])
+            for w, N in sorted(sizes.items()) for T in tokens if kept[T]]
 
 
 def run_design(data) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -130,6 +131,7 @@ def longer_options(group: str, data, runs: dict[str, dict], sizes: dict[int, flo
     the width's current budget; ``runs`` maps run ids to their store rows (``width``, ``budget_tokens``)."""
     from ..study.store import run_budget
 
+    kept = {T: tuple(checkpoints(T)) for T in tokens}
     _, _, which = run_design(data)
     rows: dict[int, list[int]] = {}
     for k, r in enumerate(which):
@@ -143,8 +145,8 @@ def longer_options(group: str, data, runs: dict[str, dict], sizes: dict[int, flo
             continue
         done = max(max(run_budget(runs[n]), float(data.D[data.run == which[k]].max()))  # a run has >= 1 point
                    for n, k in zip(names, ks))
-        out += [search.Option(group, w, float(sizes[w]), int(T), float(cost(sizes[w], T)), tuple(checkpoints(T)),
-                              tuple(ks)) for T in tokens if T >= LONGER * done and checkpoints(T)]
+        out += [search.Option(group, w, float(sizes[w]), int(T), float(cost(sizes[w], T)), kept[T], tuple(ks))
+                for T in tokens if T >= LONGER * done and kept[T]]
     return out
 
 
@@ -299,13 +301,12 @@ def cmd_design(args) -> int:
 def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | None = None) -> list[dict]:
     """Per architecture entry with a fitted law: its :class:`~.search.GroupModel` and options (token budgets
     up to ``max_tokens``, default one epoch of the study's training split)."""
-    from ..laws import drop_warmup
     from ..study.store import Store, load_groups
     from .source import group_laws, load_fit
 
     cfg = study.cfg
     laws = group_laws(load_fit(study.dir), where=str(study.dir))
-    data = {n: drop_warmup(g, cfg.report.drop_fraction, cfg.report.drop_tokens) for n, g in load_groups(study.dir, study.run_ids()).items()}
+    data = cfg.report.drop_warmup(load_groups(study.dir, study.run_ids()))
     with Store(study.dir, create=False) as store:
         runs = {r["id"]: r for r in store.runs(study.run_ids())}
     copies = len(cfg.seeds)

@@ -93,7 +93,7 @@ def _newest_mtime(*paths: Path) -> float:
 
 def _fit_study(study_dir: Path) -> dict:
     """Fit the study's runs from its store with its ``report`` settings (as :func:`write_study_report` does)."""
-    from ..laws import analyse, drop_warmup, to_json
+    from ..laws import analyse, to_json
     from ..study.schema import ReportSpec
     from ..study.store import Store, load_groups
 
@@ -104,7 +104,7 @@ def _fit_study(study_dir: Path) -> dict:
     except ValueError as exc:
         raise DataError(f"{study_dir / 'study.db'}: the study's report settings are invalid "
                         f"({' '.join(str(exc).split())})") from None
-    groups = {n: drop_warmup(g, spec.drop_fraction, spec.drop_tokens) for n, g in load_groups(study_dir, meta.get("run_ids")).items()}
+    groups = spec.drop_warmup(load_groups(study_dir, meta.get("run_ids")))
     results = analyse(groups, n_boot=spec.bootstrap, seed=spec.seed, holdout=spec.holdout)
     return to_json(results, {"input": str(study_dir / "study.db"), "loss": "loss", "study": meta.get("name"),
                              **spec.model_dump(mode="json")})

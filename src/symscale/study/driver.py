@@ -314,7 +314,7 @@ def run_study(study_file: str | os.PathLike, *, backend: str = "local", workers:
 
 def write_study_report(study_dir: Path, run_ids: list[str], cfg: StudyConfig, quiet: bool = False) -> Path:
     """Fit the laws on the study's runs (from the store) and write ``laws.json`` and ``report/``."""
-    from ..laws import analyse, drop_warmup, to_json
+    from ..laws import analyse, to_json
     from ..laws.cli import table
     from ..laws.plots import write_all
     from ..laws.report import write_report
@@ -322,7 +322,7 @@ def write_study_report(study_dir: Path, run_ids: list[str], cfg: StudyConfig, qu
     from .tune_report import read_tune, tune_section
 
     r = cfg.report
-    groups = {name: drop_warmup(g, r.drop_fraction, r.drop_tokens) for name, g in load_groups(study_dir, run_ids).items()}
+    groups = r.drop_warmup(load_groups(study_dir, run_ids))
     results = analyse(groups, n_boot=r.bootstrap, seed=r.seed, holdout=r.holdout)
     doc = to_json(results, {"input": str(study_dir / "study.db"), "loss": "loss", "study": cfg.name,
                             **r.model_dump(mode="json")})

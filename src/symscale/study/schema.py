@@ -166,6 +166,13 @@ class ReportSpec(_Strict):
     holdout: float = Field(0.2, gt=0, lt=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
+    def drop_warmup(self, groups: dict) -> dict:
+        """``groups`` (``{name: GroupData}``) minus the checkpoints the fits drop (``drop_fraction`` of each
+        run, and everything before ``drop_tokens`` atoms: :func:`symscale.laws.drop_warmup`)."""
+        from ..laws import drop_warmup
+
+        return {name: drop_warmup(g, self.drop_fraction, self.drop_tokens) for name, g in groups.items()}
+
 
 class TuneSpec(_Strict):
     """A learning-rate sweep that runs before the study (``tune:``; :mod:`symscale.study.tune`).
