@@ -80,6 +80,18 @@ def test_mup_hidden_parameters_and_lr_groups():
     assert len(by["hidden"]["params"]) + len(by["other"]["params"]) == len(list(model.parameters()))
 
 
+def test_mup_keeps_egnn_radial_input_map_at_the_base_lr():
+    """egnn's radial map (B Bessel features -> width) is an input map and keeps ``lr``; the map of the vector
+    invariants (3C -> width, C grows with width) is hidden. As one matrix both were hidden, and wide models
+    sat on the zero-force plateau for longer the wider they were (docs/models.md)."""
+    from symscale.models import build
+    from symscale.train.optim import hidden_parameters
+
+    hidden = hidden_parameters(build("egnn", 64), lambda w: build("egnn", w), 64)
+    assert "layers.1.inv.weight" in hidden and "layers.1.msg.weight" in hidden
+    assert not any("radial" in n for n in hidden)
+
+
 def test_schedulefree_eval_mode_swaps_in_the_averaged_weights():
     from symscale.train.optim import build_optimizer, eval_mode, parameter_groups, train_mode
     from symscale.train.config import OptimizerConfig

@@ -8,8 +8,8 @@ so translations act trivially, and all nonlinearities act on invariants only.
 
 Layer (``r_ij`` the edge vector, ``c`` the cutoff, ``u(d)`` the smooth envelope, ``x = r_ij / c``)::
 
-    s_ij  = [g bessel(d_ij), V_i . x, V_j . x, <V_i, V_j>]            invariants, g = RADIAL_GAIN
-    m_ij  = u(d_ij) silu(M silu(A h_i + B h_j + S s_ij))              edge message MLP, (E, width)
+    s_ij  = [V_i . x, V_j . x, <V_i, V_j>]                             vector invariants
+    m_ij  = u(d_ij) silu(M silu(A h_i + B h_j + R g bessel(d_ij) + S s_ij))    edge MLP, g = RADIAL_GAIN
     h_i  <- h_i + MLP([h_i, sum_j m_ij / avg, |V_i|^2])               residual scalar update
     V_i  <- V_i + k sum_j (a(m_ij) x + b(m_ij) * V_j) / avg           a, b: linear maps to C weights
     V_i  <- V_i + Q V_i                                               channel mixing (C x C)
@@ -63,7 +63,16 @@ class MCEGNNLayer(nn.Module):
         self.channels = channels
         self.src = init_linear_(nn.Linear(width, width), _THIRD)
         self.dst = init_linear_(nn.Linear(width, width, bias=False), _THIRD)
-        self.inv = init_linear_(nn.Linear(num_basis + 3 * channels, width, bias=False), _THIRD)
+        # the invariants' map, drawn as one (width, B + 3C) matrix and kept as two: ``radial`` (B -> width) is an
+        # input map (its fan-in does not grow with width, so μP keeps its learning rate), ``inv`` (3C -> width)
+        # is a hidden one. As one matrix its radial columns were trained at lr * base / width, which stalled
+        # wide models on the zero-force plateau (docs/models.md "Initialisation and trainability").
+        both = init_linear_(nn.Linear(num_basis + 3 * channels, width, bias=False), _THIRD).weight.detach()
+        self.radial = nn.utils.skip_init(nn.Linear, num_basis, width, bias=False)  # (no RNG draws)
+        self.inv = nn.utils.skip_init(nn.Linear, 3 * channels, width, bias=False)
+        with torch.no_grad():
+            self.radial.weight.copy_(both[:, :num_basis])
+            self.inv.weight.copy_(both[:, num_basis:])
         self.msg = init_linear_(nn.Linear(width, width), SILU_GAIN)
         self.update = MLP([2 * width + channels, width, width])
         init_linear_(self.update[-1], SILU_GAIN * residual_gain)
@@ -86,13 +95,14 @@ class MCEGNNLayer(nn.Module):
         three components add three column blocks."""
         n, c = h.shape[0], self.channels
         pre = self.src(h).index_select(0, i) + self.dst(h).index_select(0, j)
+        pre = torch.addmm(pre, rbf, self.radial.weight.t())            # + R g bessel(d_ij)
         if v is None:  # V = 0: the vector invariants, |V_i|^2 and the b(m) V_j term vanish; skip them
-            m = silu(self.msg(silu(torch.addmm(pre, rbf, self.inv.weight[:, :rbf.shape[1]].t())))) * env
+            m = silu(self.msg(silu(pre))) * env
             norms = h.new_zeros((n, c))
         else:
             vi, vj = v.index_select(0, i), v.index_select(0, j)        # (E, 3C)
             # invariants V_i . x, V_j . x, <V_i, V_j>
-            s = torch.cat([rbf, _components_sum(vi * xr, c), _components_sum(vj * xr, c),
+            s = torch.cat([_components_sum(vi * xr, c), _components_sum(vj * xr, c),
                            _components_sum(vi * vj, c)], dim=-1)
             m = silu(self.msg(silu(torch.addmm(pre, s, self.inv.weight.t())))) * env
             norms = _components_sum(v * v, c)                          # (n, C) invariants |V_i|^2
@@ -106,6 +116,17 @@ class MCEGNNLayer(nn.Module):
             v = torch.add(v, scatter_sum(dv, i, n), alpha=self.inv_avg * VEC_GAIN)
         v = v.view(-1, c)
         return h, torch.addmm(v, v, self.mix.weight.t()).view(n, 3 * c)  # V <- V + Q V (channel mixing)
+
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the split hold one ``inv.weight`` of shape ``(width, B + 3C)``: its first
+        ``B`` columns are ``radial.weight``."""
+        key = prefix + "inv.weight"
+        if prefix + "radial.weight" not in state_dict and key in state_dict:
+            both = state_dict.pop(key)
+            b = both.shape[1] - 3 * self.channels
+            state_dict[prefix + "radial.weight"], state_dict[key] = both[:, :b], both[:, b:]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _components_sum(t: torch.Tensor, c: int) -> torch.Tensor:
