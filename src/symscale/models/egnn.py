@@ -117,7 +117,6 @@ class MCEGNNLayer(nn.Module):
         v = v.view(-1, c)
         return h, torch.addmm(v, v, self.mix.weight.t()).view(n, 3 * c)  # V <- V + Q V (channel mixing)
 
-
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Checkpoints written before the split hold one ``inv.weight`` of shape ``(width, B + 3C)``: its first
         ``B`` columns are ``radial.weight``."""
