@@ -77,6 +77,9 @@ def register(subparsers) -> None:
     d.add_argument("--data-atoms", type=float, default=None, metavar="A",
                    help="what-if: plan as if the training split held A atoms (runs up to A tokens); when that is "
                         "more than the data holds the plan is printed, not written: generate more data to run it")
+    d.add_argument("--target-width", type=float, default=None, metavar="W",
+                   help="count every predicted 95%% interval width as at least W (e.g. 0.3): the budget goes to the "
+                        "exponents still wider than W instead of narrowing those already below it")
     d.set_defaults(func=cmd_design)
 
 

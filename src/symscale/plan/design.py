@@ -268,6 +268,9 @@ def cmd_design(args) -> int:
 
     kind, value = parse_budget(args.budget)
     budget = Budget(kind, value)
+    target = getattr(args, "target_width", None) or 0.0
+    if not (np.isfinite(target) and 0.0 <= target):
+        raise ConfigError(f"--target-width: expected an interval width >= 0, got {target:g}")
     study = extend.read_study(args.study) if args.study is not None else default_study(extend)
     out = extend.check_out(args.out)
     remaining = budget.value
@@ -286,7 +289,8 @@ def cmd_design(args) -> int:
     what_if = data_atoms is not None and int(data_atoms) > have
     inputs = gather(study, budget, np.random.default_rng(args.seed),
                     max_tokens=int(data_atoms) if data_atoms is not None else None)
-    plan = search.greedy([g["model"] for g in inputs], [o for g in inputs for o in g["options"]], remaining)
+    plan = search.greedy([g["model"] for g in inputs], [o for g in inputs for o in g["options"]], remaining,
+                         target=target)
     print(format_plan(plan, Budget(kind, remaining), [g["model"].name for g in inputs]))
     if what_if:
         print(f"what-if: planned for a training split of {int(data_atoms):,} atoms; {study.data_path()} holds "

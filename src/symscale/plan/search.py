@@ -9,7 +9,9 @@ Criterion of one group: the mean over its K parameter points of log(w_α + w_β 
 predicted 95 % interval widths (:func:`.fisher.widths`); averaging over bootstrap replicates makes the design
 robust to a poor point estimate, and the logarithm makes a step's gain a *relative* shrinkage, comparable
 between groups and not dominated by replicates whose widths are huge. The plan's objective is the sum over
-groups.
+groups. With a ``target`` width t > 0 each width counts as max(w, t): a width already below t gains nothing
+from more runs, so the budget goes to the groups and exponents still above it (the question "which
+families can reach an interval width of t?", e.g. the 0.3 of an identification test).
 
 Search: greedy by gain per unit cost. A move sets one width of one group to a token budget: a width not
 yet planned, or a planned width raised to a larger budget (its cost is then the difference) -- so a cheap
@@ -95,9 +97,10 @@ def padded(rows: list[tuple[float, ...]]) -> np.ndarray:
 class _GroupState:
     """Running sums H, M of one group and the per-option contributions (all at the K parameter points)."""
 
-    def __init__(self, model: GroupModel, options: list[Option]):
+    def __init__(self, model: GroupModel, options: list[Option], target: float = 0.0):
         self.model = model
         self.options = options
+        self.target = float(target)
         th = model.theta
         finite = model.D[np.isfinite(model.D)]
         allD = np.concatenate([finite] + [np.asarray(o.D) for o in options]) if options or finite.size else np.ones(1)
@@ -133,8 +136,9 @@ class _GroupState:
         return fisher.widths(fisher.covariance(H, M, P, self.model.noise), self.grads)
 
     def objective(self, H: np.ndarray, M: np.ndarray) -> np.ndarray:
-        """Mean over parameter points of log(w_α + w_β + w_a); leading K axis averaged out."""
-        return np.mean(np.log(self.widths(H, M).sum(-1)), axis=0)
+        """Mean over parameter points of log(w_α + w_β + w_a), each w floored at the target; leading K axis
+        averaged out."""
+        return np.mean(np.log(np.maximum(self.widths(H, M), self.target).sum(-1)), axis=0)
 
     def moves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(option index, added cost, objective after) of every allowed move."""
@@ -175,9 +179,12 @@ class _GroupState:
         return np.median(self.widths(self.H, self.M), axis=0)
 
 
-def greedy(models: list[GroupModel], options: list[Option], budget: float) -> Plan:
-    """Choose options for ``models`` within ``budget`` (the options' cost unit); see the module docstring."""
-    states = {m.name: _GroupState(m, [o for o in options if o.group == m.name]) for m in models}
+def greedy(models: list[GroupModel], options: list[Option], budget: float, target: float = 0.0) -> Plan:
+    """Choose options for ``models`` within ``budget`` (the options' cost unit); ``target``: interval width
+    below which a width gains nothing (0: every shrinkage counts); see the module docstring."""
+    if not (target >= 0.0 and np.isfinite(target)):
+        raise ValueError(f"target width must be a finite number >= 0, got {target}")
+    states = {m.name: _GroupState(m, [o for o in options if o.group == m.name], target) for m in models}
     before = {name: s.median_widths() for name, s in states.items()}
     spent = 0.0
     cache = {}                      # a group's moves change only when one of them is taken

@@ -1,0 +1,59 @@
+"""``plan design --target-width``: widths already below the target gain nothing, so the budget goes elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cli_helpers import assert_one_line_error, run_cli
+from symscale.plan import design, fisher, search
+from synth import TRUTH
+
+KAPPA = 30.0
+
+
+def _checkpoints(T):
+    return design.fitted_checkpoints(T, 20, None, 1, 0.05)
+
+
+def _model(name, Ns, T):
+    return search.GroupModel(name=name, theta=fisher.theta_array(**TRUTH), noise=fisher.Noise(0.01, 0.01),
+                             N=np.array(Ns, float), D=search.padded([_checkpoints(T)] * len(Ns)), loss_scale=0.1)
+
+
+def _options(name):
+    return design.make_options(name, {w: 100.0 * w * w for w in (10, 18, 56, 178, 562)},
+                               [10 ** 7, 10 ** 8, 10 ** 9], _checkpoints, lambda N, T: 3 * KAPPA * N * T)
+
+
+def test_target_width_sends_the_budget_to_groups_above_it():
+    wide = _model("wide", [1e5, 1e6, 1e7], 1e7)                           # 3 short runs: wide intervals
+    narrow = _model("narrow", np.geomspace(1e4, 3e7, 12), 1e9)            # 12 long runs: narrow intervals
+    options = _options("wide") + _options("narrow")
+    budget = 3e15
+    plain = search.greedy([wide, narrow], options, budget)
+    groups = lambda plan: {o.group for o in plan.chosen}  # noqa: E731
+    assert groups(plain) == {"wide", "narrow"}                             # every shrinkage counts
+    target = 1.01 * float(plain.before["narrow"].max())                    # all of narrow's widths below it
+    assert target < float(plain.before["wide"].min())
+    aimed = search.greedy([wide, narrow], options, budget, target=target)
+    assert groups(aimed) == {"wide"}                                       # nothing for widths already below
+    assert aimed.after["wide"][0] <= plain.after["wide"][0]                # and wide's α narrows at least as much
+    with pytest.raises(ValueError, match="target"):
+        search.greedy([wide], options, budget, target=float("nan"))
+
+
+def test_target_width_zero_is_the_plain_criterion():
+    m = _model("wide", [1e5, 1e6, 1e7], 1e7)
+    a = search.greedy([m], _options("wide"), 1e15)
+    b = search.greedy([m], _options("wide"), 1e15, target=0.0)
+    assert [(o.width, o.tokens) for o in a.chosen] == [(o.width, o.tokens) for o in b.chosen]
+
+
+@pytest.mark.parametrize("value", ["-0.1", "nan"])
+def test_bad_target_width_is_a_one_line_error(tmp_path, capsys, value):
+    (tmp_path / "s.yaml").write_text("name: s\n")
+    code, _, err = run_cli(["plan", "design", tmp_path / "s.yaml", "--budget", "1e12", "--target-width", value,
+                            "--out", tmp_path / "n.yaml"], capsys)
+    assert_one_line_error(code, err, "--target-width")
+    assert not (tmp_path / "n.yaml").exists()
