@@ -9,6 +9,7 @@ and N*, D* at C, the group predicted best and how often each group is best acros
 ``plan design [STUDY] --budget B [--out next.yaml] [--seed S]``: the next study to run within budget B
 (hours like ``2h``, ``90m``, ``45s``, ``1.5d``, or FLOPs like ``3e15``). ``--data-atoms A``: what the
 same budget would buy with a training split of A atoms (the question "how much more data does my study need?").
+``--target-width W``: aim at interval widths of W (widths already below W gain nothing from the plan).
 """
 
 from __future__ import annotations
