@@ -39,10 +39,12 @@ def test_allocator_setting_removes_page_faults_of_repeated_activations():
     """With the thresholds raised, freed activations are reused instead of returned to the system: the
     40 MB a step allocates (10,000 pages; glibc's defaults fault ~1,400 of them again every step here) no
     longer fault after the first steps. Both counts vary with the host's page handling (measured on one
-    machine: default 1,164-2,183, configured 0-146 per step), so the test compares them."""
+    machine: default 241-2,183, configured 0-146 per step; huge pages fault far fewer times), so the test
+    compares them, and skips where the defaults fault too little for a comparison to mean anything."""
     plain, configured = _faults_per_step(False), _faults_per_step(True)
     print(f"minor page faults per step: default {plain:.0f}, configured {configured:.0f}")
-    assert plain > 500  # the pattern does fault under glibc's defaults, or the comparison says nothing
+    if plain < 100:
+        pytest.skip(f"glibc's defaults fault only {plain:.0f} pages per step on this host: nothing to remove")
     assert configured < 0.25 * plain
 
 
