@@ -16,14 +16,14 @@ def _checkpoints(T):
     return design.fitted_checkpoints(T, 20, None, 1, 0.05)
 
 
-def _model(name, Ns, T):
-    return search.GroupModel(name=name, theta=fisher.theta_array(**TRUTH), noise=fisher.Noise(0.01, 0.01),
+def _model(name, Ns, T, noise=0.01):
+    return search.GroupModel(name=name, theta=fisher.theta_array(**TRUTH), noise=fisher.Noise(noise, noise),
                              N=np.array(Ns, float), D=search.padded([_checkpoints(T)] * len(Ns)), loss_scale=0.1)
 
 
-def _options(name):
+def _options(name, price=1.0):
     return design.make_options(name, {w: 100.0 * w * w for w in (10, 18, 56, 178, 562)},
-                               [10 ** 7, 10 ** 8, 10 ** 9], _checkpoints, lambda N, T: 3 * KAPPA * N * T)
+                               [10 ** 7, 10 ** 8, 10 ** 9], _checkpoints, lambda N, T: price * 3 * KAPPA * N * T)
 
 
 def test_target_width_sends_the_budget_to_groups_above_it():
@@ -41,6 +41,25 @@ def test_target_width_sends_the_budget_to_groups_above_it():
     assert aimed.after["wide"][0] <= plain.after["wide"][0]                # and wide's α narrows at least as much
     with pytest.raises(ValueError, match="target"):
         search.greedy([wide], options, budget, target=float("nan"))
+
+
+def test_target_width_funds_a_group_that_can_reach_it_before_one_that_cannot():
+    # "hopeless": noisy curves (σ = τ = 0.3), no run within the budget brings its widths near 0.3, but its runs
+    # are cheap, so the plain criterion buys them (a large relative shrinkage per unit cost) and leaves too
+    # little for the one run that brings "near" below the target
+    hopeless = _model("hopeless", [1e5, 1e6, 1e7], 1e7, noise=0.3)
+    near = _model("near", [1e5, 1e6, 1e7], 1e7)
+    options = _options("hopeless", price=0.3) + _options("near")
+    budget, target = 1e13, 0.3
+    plain = search.greedy([hopeless, near], options, budget)
+    assert {o.group for o in plain.chosen} == {"hopeless"}
+    assert plain.after["near"][0] > target                                 # near's α stays above the target
+    aimed = search.greedy([hopeless, near], options, budget, target=target)
+    assert aimed.funded == ["near"] and aimed.reach["hopeless"] == float("inf")
+    assert 0 < aimed.reach["near"] <= budget and aimed.spent <= budget
+    assert np.all(aimed.after["near"] <= target)                           # near reaches it
+    text = design.format_reach(aimed, lambda c: f"{c:.3g}")
+    assert "funded first near (9e+12)" in text and "not reachable" in text and "hopeless" in text
 
 
 def test_target_width_zero_is_the_plain_criterion():

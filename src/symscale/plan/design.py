@@ -218,6 +218,23 @@ def plan_counts(plan: search.Plan) -> str:
     return f"{len(plan.chosen) - longer} new width(s), {longer} finished width(s) trained longer"
 
 
+def format_reach(plan: search.Plan, fmt) -> str:
+    """The target's bookkeeping: the groups funded first (with what reaching the target alone costs them),
+    those already at it, and those it is out of reach for within the budget."""
+    parts = []
+    if plan.funded:
+        parts.append("funded first " + ", ".join(f"{g} ({fmt(plan.reach[g])})" for g in plan.funded))
+    done = [g for g, c in plan.reach.items() if c == 0.0]
+    if done:
+        parts.append("already at it " + ", ".join(done))
+    short = [g for g, c in plan.reach.items() if g not in plan.funded and c > 0.0]
+    if short:
+        parts.append("not reachable within the budget (alone, or after the cheaper groups) "
+                     + ", ".join(f"{g}" + ("" if not np.isfinite(plan.reach[g]) else f" ({fmt(plan.reach[g])})")
+                                 for g in short))
+    return "; ".join(parts) or "none"
+
+
 def format_plan(plan: search.Plan, budget: Budget, groups: list[str]) -> str:
     """The printed plan: one line per new width or longer run (``evals``: its evaluations that the fits keep),
     then the predicted widths now -> after per group."""
@@ -229,10 +246,12 @@ def format_plan(plan: search.Plan, budget: Budget, groups: list[str]) -> str:
                      + ("  longer: replaces its runs" if o.replaces else ""))
     lines.append("predicted 95% interval widths (median over the fit and its bootstrap replicates), now -> after:")
     lines += [f"  {g}: {format_widths(plan.before[g], plan.after[g])}" for g in groups]
+    if plan.reach:
+        lines.append("target width: " + format_reach(plan, fmt))
     if plan.spent < 0.99 * budget.value:
         lines.append(f"note: {fmt(budget.value - plan.spent)} left: no other run of the grids (widths up to "
                      f"{WIDTH_RANGE[1]:g}x the largest, finished widths {LONGER:g}x longer, at most one epoch) fits it "
-                     "and shrinks the predicted widths")
+                     "and shrinks the predicted widths" + (" still above the target" if plan.reach else ""))
     return "\n".join(lines)
 
 

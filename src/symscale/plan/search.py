@@ -13,6 +13,14 @@ groups. With a ``target`` width t > 0 each width counts as max(w, t): a width al
 from more runs, so the budget goes to the groups and exponents still above it (the question "which
 families can reach an interval width of t?", e.g. the 0.3 of an identification test).
 
+Reaching a target: the sum of logs trades a group that can reach t against one that cannot (a width going
+0.78 -> 0.70 gains as much as one going 0.34 -> 0.30), so with t > 0 the groups are first costed alone: the
+greedy search below, given the whole budget and one group's options, until the group's median widths are
+all at most t. The groups that reach t are funded in order of that cost, cheapest first, while their costs
+fit the budget (the most groups brought to t); the rest of the budget then goes to the joint search over
+all groups, as without a target. :attr:`Plan.reach` records each group's cost (infinite: not within the
+budget alone).
+
 Search: greedy by gain per unit cost. A move sets one width of one group to a token budget: a width not
 yet planned, or a planned width raised to a larger budget (its cost is then the difference) -- so a cheap
 short run chosen early can still grow into a long one, and every width appears once in the study, as a
@@ -83,6 +91,10 @@ class Plan:
     spent: float
     before: dict[str, np.ndarray] = field(default_factory=dict)
     after: dict[str, np.ndarray] = field(default_factory=dict)
+    #: with a target width: group -> cost of bringing its widths to the target alone (inf: not within the
+    #: budget); ``funded``: the groups whose cost was spent first, cheapest first
+    reach: dict[str, float] = field(default_factory=dict)
+    funded: list[str] = field(default_factory=list)
 
 
 def padded(rows: list[tuple[float, ...]]) -> np.ndarray:
@@ -179,40 +191,73 @@ class _GroupState:
         return np.median(self.widths(self.H, self.M), axis=0)
 
 
+def _best(idx: np.ndarray, extra: np.ndarray, gain: np.ndarray, left: float):
+    """(gain per cost, option index, added cost) of the best allowed move, or None."""
+    if not idx.size:
+        return None
+    ok = (extra <= left) & (gain > MIN_GAIN) & (extra > 0)
+    if not ok.any():
+        return None
+    ratio = np.where(ok, gain / np.where(extra > 0, extra, 1.0), -np.inf)
+    k = int(np.argmax(ratio))
+    return float(ratio[k]), int(idx[k]), float(extra[k])
+
+
+def _gains(s: _GroupState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    idx, extra, after = s.moves()
+    return idx, extra, float(s.objective(s.H, s.M)) - after
+
+
+def _reach(s: _GroupState, budget: float, target: float) -> tuple[float, list[int]]:
+    """Cost and moves (option indices, in order) that bring ``s``'s median widths to ``target`` alone;
+    (inf, []) when the budget does not."""
+    spent, taken = 0.0, []
+    while not np.all(s.median_widths() <= target):
+        best = _best(*_gains(s), budget - spent)
+        if best is None:
+            return float("inf"), []
+        s.take(best[1])
+        spent += best[2]
+        taken.append(best[1])
+    return spent, taken
+
+
 def greedy(models: list[GroupModel], options: list[Option], budget: float, target: float = 0.0) -> Plan:
     """Choose options for ``models`` within ``budget`` (the options' cost unit); ``target``: interval width
-    below which a width gains nothing (0: every shrinkage counts); see the module docstring."""
+    below which a width gains nothing, and which the groups that can reach it are funded to reach first
+    (0: every shrinkage counts); see the module docstring."""
     if not (target >= 0.0 and np.isfinite(target)):
         raise ValueError(f"target width must be a finite number >= 0, got {target}")
-    states = {m.name: _GroupState(m, [o for o in options if o.group == m.name], target) for m in models}
+    own = {m.name: [o for o in options if o.group == m.name] for m in models}
+    states = {m.name: _GroupState(m, own[m.name], target) for m in models}
     before = {name: s.median_widths() for name, s in states.items()}
     spent = 0.0
-    cache = {}                      # a group's moves change only when one of them is taken
-    for name, s in states.items():
-        idx, extra, after = s.moves()
-        cache[name] = (idx, extra, float(s.objective(s.H, s.M)) - after)
+    reach: dict[str, float] = {}
+    funded: list[str] = []
+    if target > 0:
+        moves = {}
+        for m in models:
+            reach[m.name], moves[m.name] = _reach(_GroupState(m, own[m.name], target), budget, target)
+        for name in sorted(reach, key=lambda g: reach[g]):
+            if moves[name] and spent + reach[name] <= budget:
+                for j in moves[name]:
+                    states[name].take(j)
+                spent += reach[name]
+                funded.append(name)
+    cache = {name: _gains(s) for name, s in states.items()}   # a group's moves change only when one is taken
     while True:
         best = None
-        for name, s in states.items():
-            idx, extra, gain = cache[name]
-            if not idx.size:
-                continue
-            ok = (extra <= budget - spent) & (gain > MIN_GAIN) & (extra > 0)
-            if not ok.any():
-                continue
-            ratio = np.where(ok, gain / np.where(extra > 0, extra, 1.0), -np.inf)
-            k = int(np.argmax(ratio))
-            if best is None or ratio[k] > best[0]:
-                best = (ratio[k], name, int(idx[k]), float(extra[k]))
+        for name in states:
+            cand = _best(*cache[name], budget - spent)
+            if cand is not None and (best is None or cand[0] > best[0]):
+                best = cand + (name,)
         if best is None:
             break
-        _, name, j, extra = best
+        _, j, extra, name = best
         s = states[name]
         s.take(j)
         spent += extra
-        idx, extra, after = s.moves()
-        cache[name] = (idx, extra, float(s.objective(s.H, s.M)) - after)
+        cache[name] = _gains(s)
     chosen = [s.options[j] for s in states.values() for _, j in sorted(s.planned.items())]
     return Plan(chosen=chosen, spent=spent, before=before,
-                after={name: s.median_widths() for name, s in states.items()})
-
+                after={name: s.median_widths() for name, s in states.items()}, reach=reach, funded=funded)
