@@ -33,6 +33,7 @@ the longer run (:func:`symscale.study.store.superseded`).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,6 +191,13 @@ class _GroupState:
     def median_widths(self) -> np.ndarray:
         return np.median(self.widths(self.H, self.M), axis=0)
 
+    def copy(self) -> _GroupState:
+        """A state that can take moves without changing this one (``take`` rebinds H and M and updates
+        ``planned``; the per-option arrays are shared, read-only)."""
+        other = copy.copy(self)
+        other.planned = dict(self.planned)
+        return other
+
 
 def _best(idx: np.ndarray, extra: np.ndarray, gain: np.ndarray, left: float):
     """(gain per cost, option index, added cost) of the best allowed move, or None."""
@@ -208,18 +216,17 @@ def _gains(s: _GroupState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx, extra, float(s.objective(s.H, s.M)) - after
 
 
-def _reach(s: _GroupState, budget: float, target: float) -> tuple[float, list[int]]:
-    """Cost and moves (option indices, in order) that bring ``s``'s median widths to ``target`` alone;
-    (inf, []) when the budget does not."""
-    spent, taken = 0.0, []
+def _reach(s: _GroupState, budget: float, target: float) -> tuple[float, _GroupState | None]:
+    """Cost of bringing ``s``'s median widths to ``target`` alone, and a copy of ``s`` with those moves
+    taken; (inf, None) when the budget does not."""
+    s, spent = s.copy(), 0.0
     while not np.all(s.median_widths() <= target):
         best = _best(*_gains(s), budget - spent)
         if best is None:
-            return float("inf"), []
+            return float("inf"), None
         s.take(best[1])
         spent += best[2]
-        taken.append(best[1])
-    return spent, taken
+    return spent, s
 
 
 def greedy(models: list[GroupModel], options: list[Option], budget: float, target: float = 0.0) -> Plan:
@@ -228,20 +235,18 @@ def greedy(models: list[GroupModel], options: list[Option], budget: float, targe
     (0: every shrinkage counts); see the module docstring."""
     if not (target >= 0.0 and np.isfinite(target)):
         raise ValueError(f"target width must be a finite number >= 0, got {target}")
-    own = {m.name: [o for o in options if o.group == m.name] for m in models}
-    states = {m.name: _GroupState(m, own[m.name], target) for m in models}
+    states = {m.name: _GroupState(m, [o for o in options if o.group == m.name], target) for m in models}
     before = {name: s.median_widths() for name, s in states.items()}
     spent = 0.0
     reach: dict[str, float] = {}
     funded: list[str] = []
     if target > 0:
-        moves = {}
-        for m in models:
-            reach[m.name], moves[m.name] = _reach(_GroupState(m, own[m.name], target), budget, target)
+        solo = {}
+        for name, s in states.items():
+            reach[name], solo[name] = _reach(s, budget, target)
         for name in sorted(reach, key=lambda g: reach[g]):
-            if moves[name] and spent + reach[name] <= budget:
-                for j in moves[name]:
-                    states[name].take(j)
+            if 0 < reach[name] and spent + reach[name] <= budget:
+                states[name] = solo[name]
                 spent += reach[name]
                 funded.append(name)
     cache = {name: _gains(s) for name, s in states.items()}   # a group's moves change only when one is taken
