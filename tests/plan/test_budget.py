@@ -249,3 +249,14 @@ def test_throughput_fit_recovers_overhead_and_per_parameter_cost():
     assert tp["seconds_per_atom"]["per_param"] == pytest.approx(s, rel=1e-6)
     assert tp["seconds_per_atom"]["rms_log_residual"] < 1e-9
     assert atoms_per_s(tp, 1.6e6) == pytest.approx(1 / (t0 + s * 1.6e6), rel=1e-6)
+
+
+def test_group_laws_read_the_interval_widths_the_planner_calibrates_on(fit_doc):
+    doc = json.loads(json.dumps(fit_doc))
+    name = next(n for n in doc["groups"] if group_laws(doc).get(n) is not None)
+    g = doc["groups"][name]
+    g["beta"]["identified"] = False
+    widths = group_laws(doc)[name].ci_widths
+    assert widths[0] == pytest.approx(g["alpha"]["ci_high"] - g["alpha"]["ci_low"])
+    assert np.isnan(widths[1])                                             # not identified: not calibrated on
+    assert widths[2] == pytest.approx(g["a"]["ci_high"] - g["a"]["ci_low"])

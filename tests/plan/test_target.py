@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,36 @@ def test_bad_target_width_is_a_one_line_error(tmp_path, capsys, value):
                             "--out", tmp_path / "n.yaml"], capsys)
     assert_one_line_error(code, err, "--target-width")
     assert not (tmp_path / "n.yaml").exists()
+
+
+def test_calibration_starts_the_plan_from_the_fits_widths():
+    model = _model("g", [1e5, 1e6, 1e7], 1e7)
+    options = _options("g")
+    now = search.greedy([model], options, 1.0).before["g"]               # Fisher widths of the finished runs
+    fitted = np.array([1.5, np.nan, 100.0]) * now                          # β not identified; a far off
+    plan = search.greedy([replace(model, fitted=fitted)], options, 1.0)
+    np.testing.assert_allclose(plan.calibration["g"], [1.5, 1.0, search.CALIBRATION_RANGE[1]], rtol=1e-9)
+    np.testing.assert_allclose(plan.before["g"], now * plan.calibration["g"], rtol=1e-9)
+    assert plan.before["g"][0] == pytest.approx(fitted[0])                 # α reads as the fit reads it
+    assert np.all(search.greedy([replace(model, fitted=np.full(3, np.nan))], options, 1.0).calibration["g"] == 1)
+
+
+def test_calibrated_widths_make_reaching_the_target_cost_more():
+    # the fit's intervals are 30 % wider than the Fisher widths of the same runs: reaching a target then needs
+    # Fisher widths 30 % below it, so the group is funded with more (never fewer) runs, and its calibrated
+    # widths (not the Fisher ones) are what the plan brings to the target
+    model = _model("g", [1e5, 1e6, 1e7], 1e7)
+    options = _options("g")
+    now = search.greedy([model], options, 1.0).before["g"]
+    wider = replace(model, fitted=1.3 * now)
+    budget, dearer = 1e17, 0
+    for target in np.geomspace(now.max() / 5, now.max() / 1.05, 12):
+        plain = search.greedy([model], options, budget, target=target)
+        aimed = search.greedy([wider], options, budget, target=target)
+        assert aimed.reach["g"] >= plain.reach["g"]
+        if np.isfinite(aimed.reach["g"]):
+            assert aimed.funded == ["g"] and np.all(aimed.after["g"] <= target)
+        dearer += aimed.reach["g"] > plain.reach["g"]
+        if np.isfinite(plain.reach["g"]) and aimed.reach["g"] > plain.reach["g"]:
+            assert np.max(plain.after["g"]) * 1.3 > target                 # the uncalibrated plan falls short
+    assert dearer >= 3

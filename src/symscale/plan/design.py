@@ -155,7 +155,8 @@ def group_model(law, data, copies: int, rng: np.random.Generator, max_points: in
 
     Parameter points: the point fit and up to ``max_points − 1`` bootstrap replicates (finite ones, drawn
     with ``rng``). Noise: σ from the within-run residuals around the point fit, τ = max(τ̂, σ) (module
-    docstring).
+    docstring). Predicted widths calibrated on the fit's intervals of the identified α, β and a
+    (:func:`~.search.calibration`).
     """
     from ..laws.bootstrap import noise_model
 
@@ -169,7 +170,8 @@ def group_model(law, data, copies: int, rng: np.random.Generator, max_points: in
     sigma = float(np.sqrt(np.mean(e * e)))
     N, D, _ = run_design(data)
     return search.GroupModel(name=law.name, theta=theta, noise=fisher.Noise(sigma, max(float(np.sqrt(tau2)), sigma)),
-                             N=N, D=D, loss_scale=float(np.median(data.loss)), copies=copies)
+                             N=N, D=D, loss_scale=float(np.median(data.loss)), copies=copies,
+                             fitted=np.asarray(law.ci_widths, dtype=float))
 
 
 @dataclass
@@ -212,6 +214,15 @@ def format_widths(before: np.ndarray, after: np.ndarray) -> str:
     return ", ".join(f"{q} {one(b, c)} -> {one(a, c)}" for q, b, a, c in zip(("alpha", "beta", "a"), before, after, span))
 
 
+def format_calibration(scale) -> str:
+    """`` (Fisher widths x1.06/1.21/1 ...)``: the factors that calibrate a group's predicted widths on its
+    fit's intervals (:func:`~.search.calibrated`); empty when there are none."""
+    if scale is None or np.allclose(scale, 1.0):
+        return ""
+    return (" (Fisher widths x" + "/".join(f"{x:.3g}" for x in scale)
+            + " for alpha/beta/a: calibrated on the fit's intervals)")
+
+
 def plan_counts(plan: search.Plan) -> str:
     """``3 new width(s), 1 longer run(s)``: the plan's new widths and its finished widths trained longer."""
     longer = sum(1 for o in plan.chosen if o.replaces)
@@ -245,7 +256,8 @@ def format_plan(plan: search.Plan, budget: Budget, groups: list[str]) -> str:
         lines.append(f"{o.group:<16} {o.width:>6} {o.N:>12,.0f} {o.tokens:>12,} {len(o.D):>6} {fmt(o.cost):>14}"
                      + ("  longer: replaces its runs" if o.replaces else ""))
     lines.append("predicted 95% interval widths (median over the fit and its bootstrap replicates), now -> after:")
-    lines += [f"  {g}: {format_widths(plan.before[g], plan.after[g])}" for g in groups]
+    lines += [f"  {g}: {format_widths(plan.before[g], plan.after[g])}{format_calibration(plan.calibration.get(g))}"
+              for g in groups]
     if plan.reach:
         lines.append("target width: " + format_reach(plan, fmt))
     if plan.spent < 0.99 * budget.value:

@@ -45,6 +45,8 @@ class GroupLaw:
             (NaN where a replicate does not identify a parameter), or None when the document has none.
         identified: ``{parameter: bool}`` for the five parameters (the Q objects' ``identified``).
         throughput: the group's ``"throughput"`` entry (:mod:`symscale.laws.throughput`), or None.
+        ci_widths: (3,) widths of the document's 95 % intervals of α, β and a (NaN where a quantity is not
+            identified or has no interval): what the planner calibrates its predicted widths on.
     """
 
     name: str
@@ -57,6 +59,7 @@ class GroupLaw:
     replicates: np.ndarray | None
     identified: dict
     throughput: dict | None
+    ci_widths: tuple = (float("nan"),) * 3
 
     @property
     def all_identified(self) -> bool:
@@ -178,7 +181,16 @@ def _group_law(name: str, g: dict, where: str) -> GroupLaw | None:
         problem = _throughput.check_entry(tp, f"{where}: group '{name}'")
         if problem:
             raise DataError(problem)
-    return GroupLaw(name=name, kappa=kappa, replicates=table, identified=ident, throughput=tp, **vals)
+    return GroupLaw(name=name, kappa=kappa, replicates=table, identified=ident, throughput=tp,
+                    ci_widths=tuple(_ci_width(g.get(k)) for k in ("alpha", "beta", "a")), **vals)
+
+
+def _ci_width(q) -> float:
+    """Width of Q object ``q``'s interval; NaN when it is missing, not identified or not finite."""
+    if not isinstance(q, dict) or not q.get("identified", True):
+        return float("nan")
+    w = _number(q.get("ci_high")) - _number(q.get("ci_low"))
+    return w if math.isfinite(w) and w > 0 else float("nan")
 
 
 NOT_FITTED = "has no fitted sum law L(N, D) (too few distinct (N, D) points; see its warnings in the fit)"
