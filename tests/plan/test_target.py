@@ -111,3 +111,13 @@ def test_calibrated_widths_make_reaching_the_target_cost_more():
         if np.isfinite(plain.reach["g"]) and aimed.reach["g"] > plain.reach["g"]:
             assert np.max(plain.after["g"]) * 1.3 > target                 # the uncalibrated plan falls short
     assert dearer >= 3
+
+
+def test_widths_of_the_finished_runs_do_not_depend_on_the_options_offered():
+    # the weak prior on log A, log B is not invariant to the centring of log N, log D: centring on finished and
+    # offered runs made the same three short runs read differently under different option grids
+    model = _model("g", [1e5, 1e6, 1e7], 1e7)
+    now = search.greedy([model], [], 1.0).before["g"]
+    for options in (_options("g"), _options("g")[:3], design.make_options(
+            "g", {w: 100.0 * w * w for w in (1000, 3000)}, [10 ** 10], _checkpoints, lambda N, T: 1.0)):
+        np.testing.assert_allclose(search.greedy([model], options, 1.0).before["g"], now, rtol=1e-9)

@@ -20,7 +20,9 @@ is the expected squared error of the penalised estimator averaged over the prior
 interval of a quantity q(θ) is 1.96·sqrt(∇qᵀ Cov ∇q) (the delta method).
 
 Coordinates: log N and log D are centred on fixed references N0, D0, which re-parameterises log A, log B
-linearly and leaves the variances of α, β and a unchanged.
+linearly; without the prior that leaves the variances of α, β and a unchanged, but the prior on log A,
+log B then sits at a different point, so the widths of designs that barely identify the law depend on the
+centring (the planner centres on a group's finished runs, :class:`~.search._GroupState`).
 """
 
 from __future__ import annotations

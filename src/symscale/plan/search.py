@@ -121,9 +121,15 @@ class _GroupState:
         self.options = options
         self.target = float(target)
         th = model.theta
+        # centring of log N, log D (module docstring of .fisher): on the finished runs when there are any, so
+        # that their widths do not depend on the options offered (the weak prior on log A, log B is not
+        # invariant to the centring); on the options otherwise
         finite = model.D[np.isfinite(model.D)]
-        allD = np.concatenate([finite] + [np.asarray(o.D) for o in options]) if options or finite.size else np.ones(1)
-        allN = np.concatenate([model.N, [o.N for o in options]]) if options or model.N.size else np.ones(1)
+        if model.N.size and finite.size:
+            allN, allD = model.N, finite
+        else:
+            allN = np.array([o.N for o in options]) if options else np.ones(1)
+            allD = np.concatenate([np.asarray(o.D) for o in options]) if options else np.ones(1)
         self.N0 = float(np.exp(np.mean(np.log(allN))))
         self.D0 = float(np.exp(np.mean(np.log(allD))))
         K = th.shape[0]
