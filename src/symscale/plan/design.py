@@ -216,7 +216,7 @@ def format_widths(before: np.ndarray, after: np.ndarray) -> str:
 
 def format_calibration(scale) -> str:
     """`` (Fisher widths x1.06/1.21/1 ...)``: the factors that calibrate a group's predicted widths on its
-    fit's intervals (:func:`~.search.calibrated`); empty when there are none."""
+    fit's intervals (:func:`~.search.calibration`); empty when there are none."""
     if scale is None or np.allclose(scale, 1.0):
         return ""
     return (" (Fisher widths x" + "/".join(f"{x:.3g}" for x in scale)
