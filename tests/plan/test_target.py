@@ -30,13 +30,14 @@ def _options(name, price=1.0):
 
 def test_target_width_sends_the_budget_to_groups_above_it():
     wide = _model("wide", [1e5, 1e6, 1e7], 1e7)                           # 3 short runs: wide intervals
-    narrow = _model("narrow", np.geomspace(1e4, 3e7, 12), 1e9)            # 12 long runs: narrow intervals
+    narrow = _model("narrow", np.geomspace(1e4, 3e7, 12), 1e9, noise=0.002)  # 12 long runs: narrow intervals
     options = _options("wide") + _options("narrow")
     budget = 3e15
     plain = search.greedy([wide, narrow], options, budget)
     groups = lambda plan: {o.group for o in plan.chosen}  # noqa: E731
     assert groups(plain) == {"wide", "narrow"}                             # every shrinkage counts
-    target = 1.01 * float(plain.before["narrow"].max())                    # all of narrow's widths below it
+    # all of narrow's widths far enough below the target that more runs cannot raise its chance of meeting it
+    target = 2.5 * float(plain.before["narrow"].max())
     assert target < float(plain.before["wide"].min())
     aimed = search.greedy([wide, narrow], options, budget, target=target)
     assert groups(aimed) == {"wide"}                                       # nothing for widths already below
@@ -62,6 +63,34 @@ def test_target_width_funds_a_group_that_can_reach_it_before_one_that_cannot():
     assert np.all(aimed.after["near"] <= target)                           # near reaches it
     text = design.format_reach(aimed, lambda c: f"{c:.3g}")
     assert "funded first near (9e+12)" in text and "not reachable" in text and "hopeless" in text
+
+
+def test_budget_left_after_reaching_the_target_buys_margin_not_a_hopeless_group():
+    # funded to a median α width just below the target, "near" meets it about half the time; the budget left buys
+    # it margin, where the sum of logs would buy "hopeless"'s cheap runs, which cannot bring it near the target
+    fine = lambda name, price=1.0: design.make_options(  # noqa: E731
+        name, {w: 100.0 * w * w for w in (10, 14, 18, 32, 56, 100, 178, 316, 562)},
+        [10 ** 7, 2 * 10 ** 7, 5 * 10 ** 7, 10 ** 8, 2 * 10 ** 8, 5 * 10 ** 8, 10 ** 9], _checkpoints,
+        lambda N, T: price * 3 * KAPPA * N * T)
+    hopeless = _model("hopeless", [1e5, 1e6, 1e7], 1e7, noise=0.3)
+    near = _model("near", [1e5, 1e6, 1e7], 1e7, noise=0.03)
+    options = fine("hopeless", price=0.3) + fine("near")
+    target = 0.3
+    bare = search.greedy([hopeless, near], options, 1e16, target=target)
+    reach = bare.reach["near"]
+    assert 0 < reach < 1e16 and bare.reach["hopeless"] == float("inf")
+    exact = search.greedy([hopeless, near], options, reach, target=target)
+    assert 0.3 < exact.chance["near"][1] < 0.7                            # at the target: a coin toss
+    plan = search.greedy([hopeless, near], options, 2.5 * reach, target=target)
+    spent = lambda g: sum(o.cost for o in plan.chosen if o.group == g)  # noqa: E731
+    assert plan.funded == ["near"] and spent("near") > 2 * reach          # past the bare reach, ...
+    assert plan.chance["near"][1] > exact.chance["near"][1] + 0.2         # ... for a better chance
+    assert spent("hopeless") < 0.5 * reach and plan.chance["hopeless"][1] < 0.01
+    # the sum of logs alone would spend most of what is left on hopeless
+    rest = search.greedy([hopeless], options, 1.5 * reach)
+    assert sum(o.cost for o in rest.chosen) > 1.2 * reach
+    text = design.format_chance(plan)
+    assert text.startswith("hopeless 0.00 -> 0.00, near 0.00 -> 0.")
 
 
 def test_target_width_zero_is_the_plain_criterion():
@@ -109,7 +138,9 @@ def test_calibrated_widths_make_reaching_the_target_cost_more():
             assert aimed.funded == ["g"] and np.all(aimed.after["g"] <= target)
         dearer += aimed.reach["g"] > plain.reach["g"]
         if np.isfinite(plain.reach["g"]) and aimed.reach["g"] > plain.reach["g"]:
-            assert np.max(plain.after["g"]) * 1.3 > target                 # the uncalibrated plan falls short
+            # the uncalibrated plan's runs that reach the target fall short of it once calibrated
+            bare = search.greedy([model], options, plain.reach["g"], target=target)
+            assert np.max(bare.after["g"]) * 1.3 > target
     assert dearer >= 3
 
 

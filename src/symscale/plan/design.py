@@ -246,6 +246,12 @@ def format_reach(plan: search.Plan, fmt) -> str:
     return "; ".join(parts) or "none"
 
 
+def format_chance(plan: search.Plan) -> str:
+    """The chance of each group's α, β and a widths all meeting the target, before -> after the plan
+    (:meth:`.search._GroupState.chance`)."""
+    return ", ".join(f"{g} {b:.2f} -> {a:.2f}" for g, (b, a) in plan.chance.items())
+
+
 def format_plan(plan: search.Plan, budget: Budget, groups: list[str]) -> str:
     """The printed plan: one line per new width or longer run (``evals``: its evaluations that the fits keep),
     then the predicted widths now -> after per group."""
@@ -260,6 +266,8 @@ def format_plan(plan: search.Plan, budget: Budget, groups: list[str]) -> str:
               for g in groups]
     if plan.reach:
         lines.append("target width: " + format_reach(plan, fmt))
+        lines.append(f"chance of meeting it (each width off by a log-normal factor of spread {search.PASS_SPREAD:g}), "
+                     f"now -> after: {format_chance(plan)}")
     if plan.spent < 0.99 * budget.value:
         lines.append(f"note: {fmt(budget.value - plan.spent)} left: no other run of the grids (widths up to "
                      f"{WIDTH_RANGE[1]:g}x the largest, finished widths {LONGER:g}x longer, at most one epoch) fits it "
