@@ -146,21 +146,32 @@ def test_study_directory_input(tmp_path, capsys, synth_groups, fake_study):
     fitted = load_fit(study)                                   # no laws.json: fitted from the store
     assert fitted["settings"]["bootstrap"] == 30 and set(fitted["groups"]) == {"a", "b"}
     assert len(fitted["groups"]["a"]["replicates"]["alpha"]) == 30
-    # a laws.json newer than the store, with the planner's keys, is used as it is
+    # a laws.json of the store's runs, with the planner's keys, is used as it is
     marked = json.loads(json.dumps(fitted))
     marked["groups"]["a"]["L_inf"]["value"] = 0.0123
     (study / "laws.json").write_text(json.dumps(marked))
     assert load_fit(study)["groups"]["a"]["L_inf"]["value"] == 0.0123
     code, text, _ = run_cli(["plan", "budget", study, "--target-loss", "0.05"], capsys)
     assert code == 0 and "a " in text and "b " in text
-    # older than the store: fitted again
+    # even when older than the store (a copied study directory does not keep modification times in order)
     old = (study / "study.db").stat().st_mtime - 100
     os.utime(study / "laws.json", (old, old))
-    assert load_fit(study)["groups"]["a"]["L_inf"]["value"] != 0.0123
-    # newer but from before the planner keys: fitted again
-    del marked["groups"]["a"]["throughput"]
-    (study / "laws.json").write_text(json.dumps(marked))
-    assert load_fit(study)["groups"]["a"]["L_inf"]["value"] != 0.0123
+    assert load_fit(study)["groups"]["a"]["L_inf"]["value"] == 0.0123
+
+    def refitted(change):
+        doc = json.loads(json.dumps(marked))
+        change(doc)
+        (study / "laws.json").write_text(json.dumps(doc))
+        return load_fit(study)["groups"]["a"]["L_inf"]["value"] != 0.0123
+
+    # a document of other runs, or of the same runs fitted otherwise, or from before the planner keys: fitted again
+    assert refitted(lambda d: d["groups"]["a"]["runs"].pop())                      # a run fewer
+    assert refitted(lambda d: d["groups"]["a"]["runs"][0].update(D_max=1.0))       # a run trained longer since
+    assert refitted(lambda d: d["groups"]["a"]["runs"][0].update(best_loss=9.0))   # a run trained again
+    assert refitted(lambda d: d["groups"].pop("b"))                                # a group fewer
+    assert refitted(lambda d: d["settings"].update(bootstrap=31))
+    assert refitted(lambda d: d["groups"]["a"].pop("throughput"))
+    assert not refitted(lambda d: None)
 
 
 def test_bad_inputs_are_one_line_errors_and_write_nothing(fit_file, tmp_path, capsys):

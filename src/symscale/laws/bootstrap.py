@@ -408,7 +408,7 @@ def _summarise(res: GroupAnalysis, holdout: float) -> dict:
     out["interval_method"] = res.method
     out["sumlaw_objective"] = float(fit.objective[0])
     out["n_bootstrap"] = 0 if res.front_c.boot_fixed is None else int(res.front_c.boot_fixed.gamma.size)
-    out["runs"] = _inventory(data)
+    out["runs"] = run_inventory(data)
     # the planner's inputs: sum-law replicates (6 significant digits; null without a fitted law or bootstrap)
     # and the measured throughput (null without wall time)
     out["replicates"] = ({k: [float(f"{v:.6g}") for v in b(k)[:SUMMARY_REPLICATES]] for k in ("L_inf", "A", "B",
@@ -418,7 +418,9 @@ def _summarise(res: GroupAnalysis, holdout: float) -> dict:
     return out
 
 
-def _inventory(data: GroupData) -> list[dict]:
+def run_inventory(data: GroupData) -> list[dict]:
+    """One row per run of ``data`` (the ``"runs"`` entry of a group's summary): name, status, N, the number
+    of its checkpoints, its largest D and C, its best loss."""
     order = np.argsort(data.run, kind="stable")
     parts = np.split(order, np.flatnonzero(np.diff(data.run[order])) + 1)
     rows = []

@@ -3,10 +3,12 @@
 :func:`load_fit` accepts
 
 - a **study directory** (it holds ``study.db``): its fit document (``laws.json``, else ``report/fit.json``,
-  written by the study) when that is at least as new as the store and carries the planner's keys
-  (``replicates``, ``throughput``: written since ``symscale plan`` exists); otherwise the study's runs are
-  fitted again here, with the study's ``report`` settings (bootstrap, seed, warm-up drop, hold-out), exactly
-  as the study does -- nothing is written into the study;
+  written by the study) when it describes the store as it is now -- the same runs, each with the same number
+  of fitted checkpoints, last token count and best loss, fitted with the study's ``report`` settings -- and
+  carries the planner's keys (``replicates``, ``throughput``: written since ``symscale plan`` exists);
+  otherwise the study's runs are fitted again here, with those settings (bootstrap, seed, warm-up drop,
+  hold-out), exactly as the study does -- nothing is written into the study. The check reads the runs, not
+  modification times, which a copied study directory does not keep in order;
 - a directory written by ``symscale fit --plots`` (it holds ``fit.json``);
 - a ``fit.json`` / ``fit --json`` file.
 
@@ -90,13 +92,9 @@ def _read_json(path: Path) -> dict:
     return doc
 
 
-def _newest_mtime(*paths: Path) -> float:
-    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
-
-
-def _fit_study(study_dir: Path) -> dict:
-    """Fit the study's runs from its store with its ``report`` settings (as :func:`write_study_report` does)."""
-    from ..laws import analyse, to_json
+def _study_groups(study_dir: Path):
+    """The study's report settings, its name and its groups as its report fits them (the last invocation's
+    runs, warm-up checkpoints dropped), as :func:`symscale.study.driver.write_study_report` reads them."""
     from ..study.schema import ReportSpec
     from ..study.store import Store, load_groups
 
@@ -107,9 +105,36 @@ def _fit_study(study_dir: Path) -> dict:
     except ValueError as exc:
         raise DataError(f"{study_dir / 'study.db'}: the study's report settings are invalid "
                         f"({' '.join(str(exc).split())})") from None
-    groups = spec.drop_warmup(load_groups(study_dir, meta.get("run_ids")))
+    return spec, meta.get("name"), spec.drop_warmup(load_groups(study_dir, meta.get("run_ids")))
+
+
+def _describes(doc: dict, spec, groups: dict) -> bool:
+    """Whether the fit document ``doc`` was fitted from ``groups`` with the settings ``spec``: the same groups,
+    each with the same runs (name, fitted checkpoints, last token count, best loss), the same settings, and
+    the planner's keys."""
+    from ..laws.bootstrap import run_inventory
+
+    settings = doc.get("settings") or {}
+    if any(settings.get(k) != v for k, v in spec.model_dump(mode="json").items()):
+        return False
+    if set(doc["groups"]) != set(groups):
+        return False
+    key = lambda r: (r.get("run"), r.get("n_points"), r.get("D_max"), r.get("best_loss"))  # noqa: E731
+    for name, data in groups.items():
+        g = doc["groups"][name]
+        if not all(k in g for k in PLANNER_KEYS) or not isinstance(g.get("runs"), list):
+            return False
+        if sorted(map(key, g["runs"]), key=repr) != sorted(map(key, run_inventory(data)), key=repr):
+            return False
+    return True
+
+
+def _fit_study(study_dir: Path, spec, name, groups) -> dict:
+    """Fit the study's groups with its ``report`` settings (as :func:`write_study_report` does)."""
+    from ..laws import analyse, to_json
+
     results = analyse(groups, n_boot=spec.bootstrap, seed=spec.seed, holdout=spec.holdout)
-    return to_json(results, {"input": str(study_dir / "study.db"), "loss": "loss", "study": meta.get("name"),
+    return to_json(results, {"input": str(study_dir / "study.db"), "loss": "loss", "study": name,
                              **spec.model_dump(mode="json")})
 
 
@@ -124,15 +149,14 @@ def load_fit(path: str | Path) -> dict:
         return _read_json(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such file or directory")
-    db = path / "study.db"
-    if db.is_file():
-        store_time = _newest_mtime(db, path / "study.db-wal")
+    if (path / "study.db").is_file():
+        spec, name, groups = _study_groups(path)
         for cand in (path / "laws.json", path / "report" / "fit.json"):
-            if cand.is_file() and cand.stat().st_mtime >= store_time:
+            if cand.is_file():
                 doc = _read_json(cand)
-                if all(all(k in g for k in PLANNER_KEYS) for g in doc["groups"].values()):
+                if _describes(doc, spec, groups):
                     return doc
-        return _fit_study(path)
+        return _fit_study(path, spec, name, groups)
     if (path / "fit.json").is_file():
         return _read_json(path / "fit.json")
     raise DataError(f"{path}: not a study directory (study.db), a `fit --plots` directory (fit.json) "
