@@ -118,6 +118,9 @@ def test_calibration_starts_the_plan_from_the_fits_widths():
     np.testing.assert_allclose(plan.calibration["g"], [1.5, 1.0, search.CALIBRATION_RANGE[1]], rtol=1e-9)
     np.testing.assert_allclose(plan.before["g"], now * plan.calibration["g"], rtol=1e-9)
     assert plan.before["g"][0] == pytest.approx(fitted[0])                 # α reads as the fit reads it
+    # a fit narrower than the Fisher widths (a bootstrap over a few runs) does not narrow the plan's widths
+    narrower = search.greedy([replace(model, fitted=np.array([0.25, 0.9, 1.2]) * now)], options, 1.0)
+    np.testing.assert_allclose(narrower.calibration["g"], [1.0, 1.0, 1.2], rtol=1e-9)
     assert np.all(search.greedy([replace(model, fitted=np.full(3, np.nan))], options, 1.0).calibration["g"] == 1)
 
 
