@@ -72,8 +72,10 @@ def test_structured_normal_equations_match_the_jacobian(group):
     assert np.allclose(hess, np.einsum("bn,bnk,bnl->bkl", t, J, J), rtol=1e-10, atol=1e-12 * np.abs(hess).max())
 
 
-def test_blocked_refits_are_bit_identical(group, monkeypatch):
-    """Sum-law replicates are refitted independently: blocks of any size give the same bits."""
+def test_blocked_refits_agree_whatever_the_block_size(group, monkeypatch):
+    """Sum-law replicates are refitted independently: blocks of any size give the same fits, to rounding (a
+    reduction's SIMD path depends on the array's shape: on an AVX-512 EPYC the objectives differed in the last
+    bits between blocks of 1 and of CHUNK replicates)."""
     g = group
     full = sumlaw.fit(g.N, g.D, g.loss)
     counts = run_counts(g.n_runs, 12, 1).astype(float)
@@ -81,7 +83,7 @@ def test_blocked_refits_are_bit_identical(group, monkeypatch):
     monkeypatch.setattr(sumlaw, "CHUNK", 1)
     small = sumlaw.fit_batched(g.N, g.D, g.loss, counts, full, cell=g.run)
     for key in ("alpha", "beta", "L_inf", "A", "B", "objective"):
-        assert np.array_equal(getattr(big, key), getattr(small, key)), key
+        assert np.allclose(getattr(big, key), getattr(small, key), rtol=1e-10, atol=0), key
 
 
 @pytest.mark.parametrize("chunk", [1, solvers.CHUNK])
