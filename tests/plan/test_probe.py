@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from symscale.models.flops import reference_batch
-from symscale.plan.probe import ProbedCost, probe_widths
+from symscale.plan.probe import ProbedCost, probe_widths, run_overhead
 
 
 def test_probe_times_real_steps_and_grows_with_width():
@@ -25,3 +25,17 @@ def test_probed_cost_is_calibrated_on_the_runs_and_interpolates():
     assert cost.per_atom(10 ** 4.5) == pytest.approx((2e-5 * 8e-5) ** 0.5)  # log-log between probed sizes
     with pytest.raises(ValueError, match="calibrate"):
         ProbedCost(probed, [], copies=1)
+
+
+def test_a_runs_overhead_beyond_training_is_added_to_every_run():
+    # worker seconds beyond training (start, data, evaluations): the median over the runs that have both times
+    rows = [{"wall_s": 13.0, "train_time_s": 10.0}, {"wall_s": 105.0, "train_time_s": 100.0},
+            {"wall_s": 44.0, "train_time_s": 40.0}, {"wall_s": 0.0, "train_time_s": 5.0},
+            {"wall_s": 9.0, "train_time_s": None}]
+    assert run_overhead(rows) == pytest.approx(4.0)
+    assert run_overhead([]) == 0.0 and run_overhead([{"wall_s": 1.0, "train_time_s": 2.0}]) == 0.0
+    probed = {1: (1e3, 1e-5)}
+    runs = [{"N": 1e3, "D": 1000, "seconds": 1000 * 1e-5}]
+    plain, full = ProbedCost(probed, runs, copies=2), ProbedCost(probed, runs, copies=2, overhead=4.0)
+    assert full(1e3, 1000) - plain(1e3, 1000) == pytest.approx(2 * 4.0 / 3600)    # per copy
+    assert plain(1e3, 1000) == pytest.approx(2 * 1000 * 1e-5 / 3600)

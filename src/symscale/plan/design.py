@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from . import fisher, search
+from .probe import run_overhead
 
 #: most parameter points (the point fit + bootstrap replicates) the criterion averages over
 MAX_POINTS = 64
@@ -181,9 +182,10 @@ class Budget:
     kind: str
     value: float
 
-    def cost_fn(self, law, copies: int, probed: dict | None = None):
+    def cost_fn(self, law, copies: int, probed: dict | None = None, overhead: float = 0.0):
         """``cost(N, tokens)`` of one new width (all ``copies``) for the group of ``law``; in hours from
-        ``probed`` ({width: (N, probe seconds per atom)}, :mod:`.probe`) calibrated on the measured runs."""
+        ``probed`` ({width: (N, probe seconds per atom)}, :mod:`.probe`) calibrated on the measured runs, plus
+        ``overhead`` worker seconds per run (:func:`.probe.run_overhead`)."""
         if self.kind == "flops":
             return lambda N, T: copies * 3.0 * law.kappa * N * T
         if law.throughput is None:
@@ -191,7 +193,7 @@ class Budget:
                             "give the budget in FLOPs (e.g. --budget 3e15)")
         from .probe import ProbedCost
 
-        return ProbedCost(probed, law.throughput["runs"], copies)
+        return ProbedCost(probed, law.throughput["runs"], copies, overhead)
 
 
 def format_cost(c: float, kind: str) -> str:
@@ -386,7 +388,8 @@ def gather(study, budget: Budget, rng: np.random.Generator, max_tokens: int | No
                                   reference_batch(cutoff=cfg.data.cutoff))
         ckpts = lambda T: fitted_checkpoints(T, ev.points, ev.first_tokens, batch_tokens,  # noqa: E731
                                              cfg.report.drop_fraction, cfg.report.drop_tokens)
-        cost = budget.cost_fn(law, copies, probed)
+        mine = [runs[r["run"]] for r in (law.throughput or {}).get("runs", []) if r["run"] in runs]
+        cost = budget.cost_fn(law, copies, probed, run_overhead(mine))
         fixed = {arch.base_width or arch.widths[0], arch.check_width} if cfg.tune is not None else set()
         finished = parameter_counts(arch.family, arch.widths, model_options)
         slope = size_elasticity(arch.family, finished, model_options)

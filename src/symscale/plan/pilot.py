@@ -86,8 +86,8 @@ def pilot_raw(study: Study, tokens: int) -> dict:
 
 
 def measured_cost(study: Study, kind: str) -> float:
-    """What the study's runs and learning-rate sweep runs cost: Σ 3κ·N·tokens (FLOPs) or Σ training hours,
-    from its store."""
+    """What the study's runs and learning-rate sweep runs cost: Σ 3κ·N·tokens (FLOPs) or Σ worker hours (each
+    run's wall time, all attempts; its training time where no wall time was recorded), from its store."""
     from ..study.store import Store
 
     with Store(study.dir, create=False) as store:
@@ -96,7 +96,7 @@ def measured_cost(study: Study, kind: str) -> float:
         runs = store.runs(None if ids is None else ids + list(meta.get("tune_run_ids") or []))
     if kind == "flops":
         return float(sum(3.0 * (r["kappa"] or 0.0) * (r["params"] or 0) * r["tokens"] for r in runs))
-    return float(sum((r["train_time_s"] or 0.0) for r in runs)) / 3600.0
+    return float(sum((r["wall_s"] or r["train_time_s"] or 0.0) for r in runs)) / 3600.0
 
 
 def run_pilot(study: Study, budget, pilot_file: Path, min_batches: int) -> tuple[Study, float]:

@@ -11,7 +11,10 @@ flat from 14k to 79k parameters, then 2.3× lower at 965k). The planner therefor
 2. calibration: the median over the group's finished runs of measured seconds per atom (``train_time_s``
    / tokens at their last checkpoint) over ``probe(N)`` at their N -- it carries what the probe leaves
    out (the optimiser step, batch building, the real data's neighbour counts, the machine's load);
-3. the cost of ``T`` atoms at a probed width is ``copies × T × calibration × probe(N)``.
+3. a run's worker time beyond its training time (``wall_s - train_time_s``: starting the run, reading the
+   data, its evaluations) is a fixed **overhead** per run, the median over the group's finished runs: 3-6 s
+   per run on paper_mini2, 12-26 % of its rounds' worker time, which a cost of training time alone left out;
+4. the cost of ``T`` atoms at a probed width is ``copies × (T × calibration × probe(N) + overhead)``.
 
 Probing a width takes a few of its training steps (seconds for the widest).
 """
@@ -64,9 +67,10 @@ class ProbedCost:
         probed: {width: (N, probe seconds per atom)}, every width an option or a finished run uses.
         runs: the group's ``throughput["runs"]`` entries (``N``, ``D``, ``seconds``).
         copies: runs per width (seeds).
+        overhead: worker seconds per run beyond its training (:func:`run_overhead`).
     """
 
-    def __init__(self, probed: dict[int, tuple[int, float]], runs: list[dict], copies: int):
+    def __init__(self, probed: dict[int, tuple[int, float]], runs: list[dict], copies: int, overhead: float = 0.0):
         pts = sorted({(float(n), s) for n, s in probed.values()})
         self.logN = np.log([p[0] for p in pts])
         self.logs = np.log([p[1] for p in pts])
@@ -75,10 +79,19 @@ class ProbedCost:
             raise ValueError("no finished run with training time to calibrate the probe on")
         self.calibration = float(np.median(ratios))
         self.copies = copies
+        self.overhead = float(overhead)
 
     def per_atom(self, N: float) -> float:
         """Probe seconds per atom at ``N`` (log-log interpolation between probed sizes, constant beyond)."""
         return float(np.exp(np.interp(np.log(N), self.logN, self.logs)))
 
     def __call__(self, N: float, T: float) -> float:
-        return self.copies * T * self.calibration * self.per_atom(N) / 3600.0
+        return self.copies * (T * self.calibration * self.per_atom(N) + self.overhead) / 3600.0
+
+
+def run_overhead(runs: list[dict]) -> float:
+    """Median worker seconds per run beyond training (``wall_s - train_time_s``, at least 0) of store rows
+    ``runs`` that have both; 0 without any."""
+    extra = [max(float(r["wall_s"]) - float(r["train_time_s"]), 0.0) for r in runs
+             if r.get("wall_s") and r.get("train_time_s")]
+    return float(np.median(extra)) if extra else 0.0
