@@ -13,7 +13,8 @@ flat from 14k to 79k parameters, then 2.3× lower at 965k). The planner therefor
    out (the optimiser step, batch building, the real data's neighbour counts, the machine's load);
 3. a run's worker time beyond its training time (``wall_s - train_time_s``: starting the run, reading the
    data, its evaluations) is a fixed **overhead** per run, the median over the group's finished runs: 3-6 s
-   per run on paper_mini2, 12-26 % of its rounds' worker time, which a cost of training time alone left out;
+   per run on paper_mini2, where runs took 1.12-1.26x their training time (median per family), which a cost
+   of training time alone left out;
 4. the cost of ``T`` atoms at a probed width is ``copies × (T × calibration × probe(N) + overhead)``.
 
 Probing a width takes a few of its training steps (seconds for the widest).

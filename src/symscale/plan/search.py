@@ -48,8 +48,7 @@ from scipy.special import ndtr
 
 from . import fisher
 
-#: a move must lower the objective by at least this much (relative: log units; with the chance of meeting a
-#: target: expected groups) to be taken
+#: a move must lower the sum-of-logs objective by at least this much (relative: log units) to be taken
 MIN_GAIN = 1e-4
 #: in the margin search a move must add at least this chance of meeting the target (expected groups)
 MIN_CHANCE_GAIN = 1e-3
